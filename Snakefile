@@ -1,0 +1,17 @@
+# lmfeatures: how language-model features can be found and checked.
+# Wiring only: rules live in workflow/rules/, logic in src/lmfeatures/.
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        rules.report.output.html,
+    default_target: True

@@ -1,0 +1,130 @@
+"""Atomic outputs and provenance.
+
+Every output is written under a temporary name next to its final path and renamed when complete,
+so an interrupted job never leaves something that looks finished. Every results folder gets a
+``provenance.json``: git commit, package versions, Python version, seed and the resolved config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+PROVENANCE_PACKAGES = (
+    "lmfeatures", "torch", "transformers", "tokenizers", "datasets", "numpy",
+    "safetensors", "snakemake", "matplotlib", "seaborn", "pandas", "pyarrow",
+)  # fmt: skip
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | Path, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling path; rename it to `final` only if the block succeeds.
+
+    The temporary name starts with '.' and ends in '.partial' so nothing globbing for results
+    picks it up. An existing `final` is replaced.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    target = tmp if directory else tmp / final.name
+    try:
+        yield target
+        if final.is_dir() and not final.is_symlink():
+            shutil.rmtree(final)
+        os.replace(target, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Tee:
+    """A text stream that writes to several streams (the terminal and a job's log file)."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for s in self.streams:
+            s.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for s in self.streams:
+            s.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def log_stderr(log_path: str | Path) -> Iterator[None]:
+    """Copy stderr (progress bars, warnings, the final error) into a job's log file as well."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", buffering=1) as log:
+        original = sys.stderr
+        sys.stderr = _Tee(original, log)
+        try:
+            yield
+        except Exception as err:
+            print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+            raise
+        finally:
+            sys.stderr = original
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here, capture_output=True, text=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def provenance(config: dict | None, seed: int | None = None, **extra: Any) -> dict:
+    return {
+        "git_commit": _git_commit(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "seed": seed,
+        **extra,
+        "config": config,
+    }
+
+
+def write_provenance(folder: str | Path, config: dict | None, seed: int | None = None, **extra: Any) -> None:
+    write_json(Path(folder) / "provenance.json", provenance(config, seed, **extra))

@@ -1,0 +1,37 @@
+# Config validation and the helpers every rule file uses.
+import re
+from pathlib import Path
+
+from snakemake.utils import min_version
+
+from lmfeatures.config import validate_config
+from lmfeatures.models import TRAIN, UNTRAINED_TWIN, check_hub_source
+
+min_version("8.0")
+
+
+validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+RESULTS = config["results"]
+REPORT_DIR = Path(workflow.basedir) / "report"
+MODELS = {m["name"]: m for m in config["models"]}
+TRAINED = [n for n, m in MODELS.items() if m["source"] == TRAIN]
+TWINS = [n for n, m in MODELS.items() if m["source"] == UNTRAINED_TWIN]
+HUB = [n for n, m in MODELS.items() if m["source"] not in (TRAIN, UNTRAINED_TWIN)]
+
+# A hub / path model that cannot be had stops the run here, before any job starts.
+for _name in HUB:
+    check_hub_source(_name, MODELS[_name]["source"])
+
+
+def one_of(names):
+    """Wildcard regex matching exactly these names (and nothing, for an empty list)."""
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
+def model_dir(name):
+    return f"{RESULTS}/models/{name}"
+
+
+def all_model_dirs():
+    return [model_dir(n) for n in MODELS]

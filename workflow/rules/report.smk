@@ -1,0 +1,37 @@
+# Report: rules write every table and figure; report/report.qmd only includes them.
+
+
+rule model_summary:
+    input:
+        models=all_model_dirs(),
+    output:
+        table=f"{RESULTS}/report/tables/models.md",
+        csv=f"{RESULTS}/report/tables/models.csv",
+        curves=f"{RESULTS}/report/figures/training_curves.png",
+    log:
+        f"{RESULTS}/logs/report/model_summary.log",
+    script:
+        "../scripts/model_summary.py"
+
+
+rule report:
+    input:
+        source=REPORT_DIR / "report.qmd",
+        tables=rules.model_summary.output.table,
+        curves=rules.model_summary.output.curves,
+    output:
+        html=f"{RESULTS}/report/index.html",
+        provenance=f"{RESULTS}/report/provenance.json",
+    params:
+        report_dir=str(REPORT_DIR),
+        assets=lambda wc, input: {
+            "tables/models.md": input.tables,
+            "figures/training_curves.png": input.curves,
+        },
+        renderer=config["report"]["renderer"],
+        config=config,
+        seed=config["seed"],
+    log:
+        f"{RESULTS}/logs/report/report.log",
+    script:
+        "../scripts/report.py"
