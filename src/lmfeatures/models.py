@@ -73,8 +73,8 @@ def n_parameters(model: PreTrainedModel) -> int:
 
 def check_hub_source(name: str, source: str) -> None:
     """Fail at once, before any compute, if a hub id / path source can be had from nowhere."""
-    if os.path.sep in source or source.startswith("."):
-        path = Path(source).expanduser()
+    path = Path(source).expanduser()
+    if path.exists() or source.startswith(("/", ".", "~")):  # a local directory, not an "org/name" hub id
         if not (path / "config.json").is_file():
             raise ModelUnavailable(
                 f"model {name!r}: local path {str(path)!r} has no config.json; "

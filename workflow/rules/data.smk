@@ -13,6 +13,8 @@ rule corpus:
     resources:
         mem_mb=4000,
         runtime=20,
+    conda:
+        "../envs/lmfeatures.yaml"
     script:
         "../scripts/corpus.py"
 
@@ -31,6 +33,8 @@ rule tokenizer:
     resources:
         mem_mb=4000,
         runtime=20,
+    conda:
+        "../envs/lmfeatures.yaml"
     script:
         "../scripts/tokenizer.py"
 
@@ -49,5 +53,7 @@ rule tokens:
     resources:
         mem_mb=4000,
         runtime=20,
+    conda:
+        "../envs/lmfeatures.yaml"
     script:
         "../scripts/tokens.py"

@@ -21,6 +21,8 @@ rule train_model:
     resources:
         mem_mb=6000,
         runtime=60,
+    conda:
+        "../envs/lmfeatures.yaml"
     script:
         "../scripts/train_model.py"
 
@@ -46,6 +48,8 @@ rule untrained_twin:
     resources:
         mem_mb=4000,
         runtime=20,
+    conda:
+        "../envs/lmfeatures.yaml"
     script:
         "../scripts/untrained_twin.py"
 
@@ -69,5 +73,7 @@ rule hub_model:
     resources:
         mem_mb=16000,
         runtime=60,
+    conda:
+        "../envs/lmfeatures.yaml"
     script:
         "../scripts/hub_model.py"

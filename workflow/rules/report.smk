@@ -10,6 +10,8 @@ rule model_summary:
         curves=f"{RESULTS}/report/figures/training_curves.png",
     log:
         f"{RESULTS}/logs/report/model_summary.log",
+    conda:
+        "../envs/lmfeatures.yaml"
     script:
         "../scripts/model_summary.py"
 
@@ -23,7 +25,7 @@ rule report:
         html=f"{RESULTS}/report/index.html",
         provenance=f"{RESULTS}/report/provenance.json",
     params:
-        report_dir=str(REPORT_DIR),
+        report_dir=lambda wc, input: str(Path(input.source).parent),
         assets=lambda wc, input: {
             "tables/models.md": input.tables,
             "figures/training_curves.png": input.curves,
@@ -33,5 +35,7 @@ rule report:
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/report/report.log",
+    conda:
+        "../envs/lmfeatures.yaml"
     script:
         "../scripts/report.py"

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The README's test command: install, lint the workflow, run the test suite (end-to-end run included).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+snakemake --lint
+python3 -m pytest -q

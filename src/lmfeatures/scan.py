@@ -1,0 +1,379 @@
+"""Dataset max-activation scan (Neuroscope-style) of every neuron of every layer, in one pass.
+
+The held-out documents are cut into windows of `context_length` tokens. A document's last window is
+aligned to the document's end, so it overlaps the previous one; its first `valid_from` positions are
+context only and are not counted again. Every token is therefore counted exactly once, and no window
+needs padding. Documents shorter than the context are skipped and counted.
+
+For every unit u (an `mlp` neuron or a `resid` dimension) of every requested layer, one forward
+pass per batch updates, all as tensor operations over [units]:
+  * the top-k windows by the window's max activation (one example per window), exactly;
+  * moments (count, mean, M2, M3, M4 merged with Chan et al.'s parallel formulas in float64),
+    max, min, density above 0 and above a threshold;
+  * a 64-bin histogram anchored at 0 with a per-unit bin width that doubles (merging bin pairs,
+    which is exact) whenever a value falls outside the range;
+  * each window's max and argmax position, streamed to an on-disk memmap [windows, units], so that
+    after the pass interval samples (equal-width intervals over (0, max]) and random examples are
+    drawn exactly with the final max, with memory bounded whatever the corpus size.
+The forward pass stops after the deepest requested layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .hooks import HookedModel
+from .io import atomic_path, write_json
+
+HIST_BINS = 64  # 32 below zero, 32 above, all of one per-unit width
+SCAN_FORMAT = 1
+
+
+class ScanError(ValueError):
+    """Bad scan input or a scan that does not match what the caller expects."""
+
+
+@dataclass
+class ScanConfig:
+    context_length: int = 128
+    max_tokens: int | None = None  # token budget; None = the whole held-out split
+    batch_size: int = 32  # windows per forward pass
+    top_k: int = 20
+    kinds: list[str] = field(default_factory=lambda: ["mlp"])  # "mlp" and / or "resid"
+    density_threshold: float = 0.5  # second density: share of tokens above this value
+    n_intervals: int = 5
+    per_interval: int = 5
+    n_random: int = 20
+    seed: int = 0
+
+
+@dataclass
+class Windows:
+    """The scanned windows: window w is tokens[doc_start[w] + start[w] : ... + context] of document doc[w]."""
+
+    doc: torch.Tensor  # int64 [n_windows] index into the document list
+    start: torch.Tensor  # int64 [n_windows] offset of the window inside its document
+    valid_from: torch.Tensor  # int64 [n_windows] positions before this were already counted
+    ids: torch.Tensor  # int64 [n_windows, context] token ids
+    skipped_short_docs: int
+
+
+def make_windows(docs: list[list[int]], context_length: int, max_tokens: int | None = None) -> Windows:
+    """Cut documents (token id lists) into full windows covering every token once (see module doc)."""
+    doc, start, valid, chunks, skipped, budget = [], [], [], [], 0, max_tokens
+    for d, toks in enumerate(docs):
+        n = len(toks)
+        if n < context_length:
+            skipped += 1
+            continue
+        covered = 0
+        while covered < n and (budget is None or budget > 0):
+            s = min(covered, n - context_length)
+            doc.append(d)
+            start.append(s)
+            valid.append(covered - s)
+            chunks.append(toks[s : s + context_length])
+            new = s + context_length - covered
+            covered = s + context_length
+            if budget is not None:
+                budget -= new
+        if budget is not None and budget <= 0:
+            break
+    if not doc:
+        raise ScanError(
+            f"no document has at least scan.context_length={context_length} tokens ({skipped} skipped); "
+            "lower scan.context_length or use a corpus with longer documents"
+        )
+    return Windows(
+        doc=torch.tensor(doc), start=torch.tensor(start), valid_from=torch.tensor(valid),
+        ids=torch.tensor(chunks, dtype=torch.int64), skipped_short_docs=skipped,
+    )  # fmt: skip
+
+
+class _Accumulator:
+    """Running statistics of one hook point over [units]; all updates are tensor ops on the device."""
+
+    def __init__(self, n_units: int, k: int, threshold: float, device: torch.device):
+        f64 = dict(dtype=torch.float64, device=device)
+        self.k, self.threshold = k, threshold
+        self.top_values = torch.full((k, n_units), -math.inf, device=device)
+        self.top_window = torch.full((k, n_units), -1, dtype=torch.int64, device=device)
+        self.top_pos = torch.full((k, n_units), -1, dtype=torch.int64, device=device)
+        self.count = 0
+        self.mean, self.m2, self.m3, self.m4 = (torch.zeros(n_units, **f64) for _ in range(4))
+        self.max = torch.full((n_units,), -math.inf, device=device)
+        self.min = torch.full((n_units,), math.inf, device=device)
+        self.n_pos = torch.zeros(n_units, **f64)
+        self.n_thr = torch.zeros(n_units, **f64)
+        self.hist = torch.zeros(n_units, HIST_BINS, **f64)
+        self.bin_width = torch.zeros(n_units, device=device)  # 0 = not yet set
+
+    def update(self, acts: torch.Tensor, valid: torch.Tensor, window_ids: torch.Tensor):
+        """acts [batch, pos, units] float32; valid [batch, pos] bool; window_ids [batch] int64.
+        Returns the window max and argmax [batch, units] for the on-disk table."""
+        masked = acts.masked_fill(~valid[..., None], -math.inf)
+        win_max, win_arg = masked.max(dim=1)  # [batch, units]
+        # top-k over windows: concatenate the running top-k with this batch's window maxima
+        cand_v = torch.cat([self.top_values, win_max])
+        cand_w = torch.cat([self.top_window, window_ids[:, None].expand_as(win_max)])
+        cand_p = torch.cat([self.top_pos, win_arg])
+        self.top_values, idx = cand_v.topk(self.k, dim=0)
+        self.top_window, self.top_pos = cand_w.gather(0, idx), cand_p.gather(0, idx)
+
+        x = acts[valid]  # [tokens, units]: only the positions counted by this window
+        self._moments(x)
+        self.max = torch.maximum(self.max, x.max(0).values)
+        self.min = torch.minimum(self.min, x.min(0).values)
+        self.n_pos += (x > 0).sum(0)
+        self.n_thr += (x > self.threshold).sum(0)
+        self._histogram(x)
+        return win_max, win_arg
+
+    def _moments(self, x: torch.Tensor) -> None:
+        # Chan et al. merge of (count, mean, M2, M3, M4) of the batch into the running ones.
+        nb = x.shape[0]
+        mb = x.double().mean(0)
+        d = x - mb.float()
+        m2b, m3b, m4b = ((d**p).sum(0).double() for p in (2, 3, 4))
+        na, n = self.count, self.count + nb
+        delta = mb - self.mean
+        self.m4 += m4b + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3 \
+            + 6 * delta**2 * (na * na * m2b + nb * nb * self.m2) / n**2 + 4 * delta * (na * m3b - nb * self.m3) / n
+        self.m3 += m3b + delta**3 * na * nb * (na - nb) / n**2 + 3 * delta * (na * m2b - nb * self.m2) / n
+        self.m2 += m2b + delta**2 * na * nb / n
+        self.mean += delta * nb / n
+        self.count = n
+
+    def _histogram(self, x: torch.Tensor) -> None:
+        half = HIST_BINS // 2
+        absmax = x.abs().max(0).values
+        unset = self.bin_width == 0
+        # the range is [-half*w, half*w): start with the first values just inside it
+        self.bin_width[unset] = torch.clamp(absmax[unset] / (half - 1), min=1e-6)
+        # Double the width (merging neighbouring bins, anchored at 0) until every value fits.
+        while bool((rows := absmax >= half * self.bin_width).any()):
+            neg, pos = self.hist[rows, :half], self.hist[rows, half:]
+            zeros = torch.zeros_like(neg[:, : half // 2])
+            self.hist[rows] = torch.cat([zeros, neg.reshape(-1, half // 2, 2).sum(-1),
+                                         pos.reshape(-1, half // 2, 2).sum(-1), zeros], dim=1)  # fmt: skip
+            self.bin_width[rows] *= 2
+        idx = torch.floor(x / self.bin_width).long().clamp(-half, half - 1) + half  # [tokens, units]
+        flat = idx + torch.arange(x.shape[1], device=x.device) * HIST_BINS
+        self.hist += torch.bincount(flat.flatten(), minlength=self.hist.numel()).view_as(self.hist)
+
+    def stats(self) -> dict[str, torch.Tensor]:
+        n = self.count
+        var = self.m2 / n
+        sd = var.sqrt()
+        safe = torch.where(sd > 0, sd, torch.ones_like(sd))
+        return {
+            "max": self.max, "min": self.min, "mean": self.mean.float(), "var": var.float(),
+            "skew": torch.where(sd > 0, (self.m3 / n) / safe**3, torch.zeros_like(sd)).float(),
+            "kurtosis": torch.where(sd > 0, (self.m4 / n) / safe**4 - 3, torch.zeros_like(sd)).float(),
+            "density": (self.n_pos / n).float(), "density_above_threshold": (self.n_thr / n).float(),
+        }  # fmt: skip
+
+
+def _interval_samples(win_max: np.ndarray, unit_max: np.ndarray, cfg: ScanConfig, rng: np.random.Generator):
+    """Equal-width intervals over (0, max] per unit; `per_interval` windows drawn uniformly from
+    those whose max falls in each interval. win_max [windows, units] -> window ids
+    [intervals, per_interval, units] (-1 where an interval has fewer windows)."""
+    n_win, n_units = win_max.shape
+    out = np.full((cfg.n_intervals, cfg.per_interval, n_units), -1, dtype=np.int64)
+    block = max(1, 2**22 // max(1, n_win))  # units per block keeps the working set ~ 32 MB
+    for u0 in range(0, n_units, block):
+        wm = np.asarray(win_max[:, u0 : u0 + block], dtype=np.float32)  # [windows, block]
+        top = unit_max[u0 : u0 + block]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            which = np.ceil(wm / top * cfg.n_intervals).astype(np.int64) - 1  # interval index, -1 for <= 0
+        which[(wm <= 0) | ~(top > 0)[None, :]] = -1
+        keys = rng.random(wm.shape)  # random priority: the lowest keys per interval are a uniform sample
+        for i in range(cfg.n_intervals):
+            k = np.where(which == i, keys, np.inf)
+            order = np.argsort(k, axis=0)[: cfg.per_interval]  # [per_interval, block]
+            picked = np.take_along_axis(k, order, 0)
+            out[i, :, u0 : u0 + block] = np.where(np.isfinite(picked), order, -1)
+    return out
+
+
+def _hook_names(model: HookedModel, kinds: list[str]) -> list[str]:
+    for k in kinds:
+        if k not in ("mlp", "resid"):
+            raise ScanError(f"scan.kinds entry {k!r} is not one of: mlp, resid")
+    return [f"{k}.{layer}" for k in kinds for layer in range(model.n_layers)]
+
+
+def fingerprint(model_dir: str | Path) -> str:
+    """Identifies a saved model: hash of its config.json and the sizes of its weight files."""
+    model_dir = Path(model_dir)
+    h = hashlib.sha256((model_dir / "config.json").read_bytes())
+    for f in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin")):
+        h.update(f"{f.name}:{f.stat().st_size}".encode())
+    return h.hexdigest()[:16]
+
+
+def scan(model: HookedModel, windows: Windows, cfg: ScanConfig, table_dir: Path, desc: str = "scan") -> dict:
+    """Run the scan; window-max tables are written under `table_dir`. Returns tensors by name."""
+    hooks = _hook_names(model, cfg.kinds)
+    dims = {h: model.d_mlp if h.startswith("mlp") else model.d_model for h in hooks}
+    device = model.device
+    n_win = len(windows.doc)
+    acc = {h: _Accumulator(dims[h], min(cfg.top_k, n_win), cfg.density_threshold, device) for h in hooks}
+    tables = {h: np.lib.format.open_memmap(table_dir / f"{h}.winmax.npy", "w+", np.float16, (n_win, dims[h]))
+              for h in hooks}  # fmt: skip
+    positions = torch.arange(cfg.context_length)
+    n_tokens = int((cfg.context_length - windows.valid_from).sum())
+    bar = tqdm(total=n_tokens, desc=desc, unit="tok", unit_scale=True, mininterval=2.0)
+    with torch.inference_mode():
+        for b0 in range(0, n_win, cfg.batch_size):
+            sl = slice(b0, min(b0 + cfg.batch_size, n_win))
+            ids = windows.ids[sl].to(device)
+            valid = (positions[None, :] >= windows.valid_from[sl, None]).to(device)
+            acts = model.run(hooks, input_ids=ids)
+            wid = torch.arange(sl.start, sl.stop, device=device)
+            for h in hooks:
+                win_max, _ = acc[h].update(acts[h].float(), valid, wid)
+                tables[h][sl] = win_max.half().cpu().numpy()
+            bar.update(int(valid.sum()))
+    bar.close()
+    rng = np.random.default_rng(cfg.seed)
+    random_windows = torch.from_numpy(rng.choice(n_win, size=min(cfg.n_random, n_win), replace=False))
+    out = {"random_window": random_windows}
+    for h in hooks:
+        a = acc[h]
+        tables[h].flush()
+        st = {k: v.cpu() for k, v in a.stats().items()}
+        intervals = torch.from_numpy(_interval_samples(tables[h], st["max"].numpy(), cfg, rng))
+        hist = a.hist.cpu()
+        edges_w = a.bin_width.cpu()
+        # share of tokens per interval (0, max/I], ...: from the histogram, linear within a straddling bin
+        share = _interval_share(hist, edges_w, st["max"], cfg.n_intervals)
+        out.update({f"{h}.top_values": a.top_values.cpu(), f"{h}.top_window": a.top_window.cpu(),
+                    f"{h}.top_pos": a.top_pos.cpu(), f"{h}.hist": hist.float(), f"{h}.bin_width": edges_w,
+                    f"{h}.interval_window": intervals, f"{h}.interval_share": share,
+                    f"{h}.random_values": torch.from_numpy(np.asarray(tables[h][random_windows.numpy()],
+                                                                       dtype=np.float32))})  # fmt: skip
+        out.update({f"{h}.{k}": v for k, v in st.items()})
+    out["n_tokens"] = torch.tensor(n_tokens)
+    return out
+
+
+def _interval_share(hist: torch.Tensor, width: torch.Tensor, unit_max: torch.Tensor, n_intervals: int):
+    """Share of all tokens in each interval ((i/I)·max, ((i+1)/I)·max] -> [intervals, units]."""
+    half = HIST_BINS // 2
+    lo = (torch.arange(HIST_BINS) - half)[None, :] * width[:, None]  # [units, bins] left edges
+    hi = lo + width[:, None]
+    total = hist.sum(1, keepdim=True).clamp(min=1)
+    out = []
+    for i in range(n_intervals):
+        a = (unit_max * i / n_intervals)[:, None]
+        b = (unit_max * (i + 1) / n_intervals)[:, None]
+        overlap = (torch.minimum(hi, b) - torch.maximum(lo, a)).clamp(min=0) / width[:, None]
+        out.append(((hist * overlap).sum(1, keepdim=True) / total).squeeze(1))
+    return torch.stack(out).float()
+
+
+# ---------------------------------------------------------------------------------------------
+# Files: results/scans/{model}/scan.safetensors + windows.safetensors + meta.json + *.winmax.npy
+
+
+def scan_meta(model_name: str, model_dir: str | Path, model: HookedModel, cfg: ScanConfig, windows: Windows,
+              doc_ids: list[str]) -> dict:  # fmt: skip
+    return {
+        "format": SCAN_FORMAT, "model": model_name, "model_fingerprint": fingerprint(model_dir),
+        "architecture": model.model_type, "n_layers": model.n_layers, "d_mlp": model.d_mlp,
+        "d_model": model.d_model, "scan_config": asdict(cfg),
+        "hooks": _hook_names(model, cfg.kinds), "n_windows": len(windows.doc),
+        "skipped_short_docs": windows.skipped_short_docs, "doc_ids": doc_ids,
+    }  # fmt: skip
+
+
+def write_scan(out_dir: str | Path, result: dict, windows: Windows, meta: dict, table_dir: Path) -> None:
+    with atomic_path(out_dir, directory=True) as tmp:
+        save_file({k: v.contiguous() for k, v in result.items()}, str(tmp / "scan.safetensors"))
+        save_file({"doc": windows.doc, "start": windows.start, "valid_from": windows.valid_from,
+                   "ids": windows.ids}, str(tmp / "windows.safetensors"))  # fmt: skip
+        for f in table_dir.glob("*.winmax.npy"):
+            f.rename(tmp / f.name)
+        meta = {**meta, "n_tokens": int(result["n_tokens"])}
+        write_json(tmp / "meta.json", meta)
+
+
+@dataclass
+class Scan:
+    """A loaded scan. Tensors are keyed '{hook}.{field}', e.g. scan['mlp.2.top_values'] [k, d_mlp]."""
+
+    meta: dict
+    tensors: dict[str, torch.Tensor]
+    windows: Windows
+    path: Path
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.tensors[key]
+
+    def window_max_table(self, hook: str) -> np.ndarray:
+        """[windows, units] float16 memmap of each window's max activation."""
+        return np.load(self.path / f"{hook}.winmax.npy", mmap_mode="r")
+
+    def check_unit(self, hook: str, unit: int) -> None:
+        if hook not in self.meta["hooks"]:
+            raise ScanError(f"hook {hook!r} is not in the scan of {self.meta['model']} (hooks: {self.meta['hooks']})")
+        n = self[f"{hook}.max"].shape[0]
+        if not 0 <= unit < n:
+            raise ScanError(f"unit {unit} is out of range for {hook} of {self.meta['model']} (0-{n - 1})")
+
+
+def load_scan(path: str | Path, model_dir: str | Path | None = None, expect: dict | None = None) -> Scan:
+    """Load a scan; with `model_dir` / `expect` (scan config fields), refuse one that does not match."""
+    path = Path(path)
+    if not (path / "meta.json").is_file():
+        raise ScanError(f"no complete scan at {str(path)!r}: run the scan rule (snakemake) first")
+    meta = json.loads((path / "meta.json").read_text())
+    if meta.get("format") != SCAN_FORMAT:
+        raise ScanError(f"scan at {str(path)!r} has format {meta.get('format')}, expected {SCAN_FORMAT}: rerun it")
+    if model_dir is not None and meta["model_fingerprint"] != fingerprint(model_dir):
+        raise ScanError(
+            f"scan at {str(path)!r} was made from a different model than {str(model_dir)!r}: rerun the scan"
+        )
+    for key, value in (expect or {}).items():
+        if meta["scan_config"].get(key) != value:
+            raise ScanError(
+                f"scan at {str(path)!r} has {key}={meta['scan_config'].get(key)!r}, expected {value!r}: rerun the scan"
+            )
+    w = load_file(str(path / "windows.safetensors"))
+    windows = Windows(doc=w["doc"], start=w["start"], valid_from=w["valid_from"], ids=w["ids"],
+                      skipped_short_docs=meta["skipped_short_docs"])  # fmt: skip
+    return Scan(meta=meta, tensors=load_file(str(path / "scan.safetensors")), windows=windows, path=path)
+
+
+def scan_stage(model_dir: str, corpus_dir: str, out_dir: str, model_name: str, scan_cfg: dict, config: dict,
+               seed: int, device: str, threads: int) -> None:  # fmt: skip
+    """The `scan` rule: tokenize the held-out split with the model's own tokenizer, scan, write atomically."""
+    import tempfile
+
+    from .corpus import load_corpus
+    from .io import write_provenance
+    from .models import load_model, resolve_device
+
+    torch.set_num_threads(threads)
+    cfg = ScanConfig(**scan_cfg, seed=seed)
+    model, tok = load_model(model_dir, resolve_device(device))
+    hooked = HookedModel(model)
+    heldout = load_corpus(corpus_dir)["heldout"]
+    docs = tok(list(heldout["text"]), add_special_tokens=False)["input_ids"]
+    windows = make_windows(docs, cfg.context_length, cfg.max_tokens)
+    Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".scan-tables-", dir=Path(out_dir).parent) as tables:
+        result = scan(hooked, windows, cfg, Path(tables), desc=f"scan {model_name}")
+        meta = scan_meta(model_name, model_dir, hooked, cfg, windows, list(heldout["doc_id"]))
+        write_scan(out_dir, result, windows, meta, Path(tables))
+    write_provenance(out_dir, config, seed, model=model_name, n_tokens=int(result["n_tokens"]))

@@ -1,0 +1,53 @@
+import copy
+
+import pytest
+import yaml
+
+from lmfeatures.config import ConfigError, load_config, model_entry, validate_config
+
+BASE = yaml.safe_load(open("config/config.yaml"))
+
+
+def _check(mutate):
+    cfg = copy.deepcopy(BASE)
+    mutate(cfg)
+    return validate_config(cfg)
+
+
+def test_default_and_test_configs_validate_and_fill_defaults():
+    cfg = load_config("config/config.yaml")
+    assert cfg["training"]["eval_tokens"] == 200000  # schema default
+    assert cfg["results"] == "results"
+    assert model_entry(cfg, "neox-s-untrained")["twin_of"] == "neox-s"
+    test = load_config("config/test.yaml")
+    assert len(test["models"]) >= 2
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c["training"].update(stpes=3), "'training.stpes': unknown key"),
+        (lambda c: c["training"].update(steps="many"), "'training.steps': 'many' is not of type 'integer'"),
+        (lambda c: c["models"][0].update(sorce="train"), "'models[0].sorce': unknown key"),
+        (lambda c: c.update(devcie="cpu"), "'devcie': unknown key"),
+        (lambda c: c["models"][3].update(twin_of="nope"), "'models[3].twin_of'"),
+        (lambda c: c["models"].append(dict(c["models"][0])), "appears more than once"),
+        (lambda c: c["models"][0].pop("d_mlp"), "source train needs d_mlp"),
+        (lambda c: c["models"].append({"name": "g", "source": "gpt2", "n_layers": 2}), "size fields"),
+        (lambda c: c["tokenizer"].update(vocab_size=10), "'tokenizer.vocab_size'"),
+    ],
+)
+def test_bad_config_names_the_key(mutate, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
+        _check(mutate)
+
+
+def test_error_is_one_line():
+    with pytest.raises(ConfigError) as info:
+        _check(lambda c: c["corpus"].update(heldout_fraction=2))
+    assert "\n" not in str(info.value) and "corpus.heldout_fraction" in str(info.value)
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("config/nope.yaml")

@@ -1,0 +1,71 @@
+"""One end-to-end run of the DAG on config/test.yaml in a temporary directory (budget: < 3 min)."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", "--configfile", str(REPO / "config" / "test.yaml"), *args]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("e2e")
+    snakemake(workdir)
+    return workdir
+
+
+def test_report_has_model_table_and_curves(run):
+    html = (run / "results" / "report" / "index.html").read_text()
+    assert "Finding and checking language-model features" in html
+    table = html[html.index("<table") : html.index("</table>")]
+    for name in ("micro-a", "micro-b", "micro-a-untrained"):
+        assert f">{name}<" in table
+    for column in ("held-out loss", "unigram baseline", "parameters", "d_mlp"):
+        assert column in table
+    assert len(re.findall(r'src="data:image/png;base64,', html)) >= 1
+
+
+def test_every_results_folder_has_provenance(run):
+    results = run / "results"
+    folders = [results / "data" / d for d in ("corpus", "tokenizer", "tokens")]
+    folders += [p for p in (results / "models").iterdir()] + [results / "report"]
+    for folder in folders:
+        prov = json.loads((folder / "provenance.json").read_text())
+        assert prov["config"]["seed"] == 0 and prov["packages"]["torch"] and prov["python"]
+    assert json.loads((results / "data" / "corpus" / "provenance.json").read_text())["corpus"]["content_sha256"]
+    assert not list(results.rglob("*.partial"))
+
+
+def test_trained_models_beat_the_unigram_baseline_and_twins_do_not(run):
+    evals = {p.name: json.loads((p / "eval.json").read_text()) for p in (run / "results" / "models").iterdir()}
+    assert evals["micro-a"]["heldout_loss"] < evals["micro-a-untrained"]["heldout_loss"]
+    assert evals["micro-a-untrained"]["training_tokens"] == 0
+    assert (run / "results" / "models" / "micro-a" / "training_log.csv").is_file()
+
+
+def test_rerun_has_nothing_to_do(run):
+    out = snakemake(run, "--dry-run").stdout
+    assert "Nothing to be done" in out
+
+
+def test_config_typo_stops_before_any_job(run, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((REPO / "config" / "test.yaml").read_text().replace("steps: 30", "stpes: 30"))
+    result = snakemake(tmp_path, "--configfile", str(bad), "--dry-run", check=False)
+    assert result.returncode != 0
+    assert "config key 'training.stpes': unknown key" in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()

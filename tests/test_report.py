@@ -1,0 +1,35 @@
+import pytest
+
+from lmfeatures.report import expand_includes, render
+
+
+def test_expand_includes_inlines_nested_files(tmp_path):
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "a.md").write_text("A {{< include b.md >}}")
+    (tmp_path / "tables" / "b.md").write_text("B")
+    assert expand_includes("x {{< include tables/a.md >}} y", tmp_path) == "x A B y"
+    with pytest.raises(FileNotFoundError, match="missing.md"):
+        expand_includes("{{< include missing.md >}}", tmp_path)
+
+
+def test_pandoc_renders_self_contained_html(tmp_path):
+    src = tmp_path / "report"
+    src.mkdir()
+    (src / "style.css").write_text("body { color: black; }")
+    (src / "report.qmd").write_text(
+        "---\ntitle: T\n---\n\n# Section\n\nMath $x^2$.\n\n{{< include tables/t.md >}}\n\n![cap](figures/f.png)\n"
+    )
+    table = tmp_path / "t.md"
+    table.write_text("| a | b |\n|---|---|\n| 1 | 2 |\n")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    fig.savefig(tmp_path / "f.png")
+    out = tmp_path / "out" / "index.html"
+    used = render(str(src), {"tables/t.md": str(table), "figures/f.png": str(tmp_path / "f.png")}, str(out), "pandoc")
+    html = out.read_text()
+    assert used == "pandoc"
+    assert "<table" in html and "<math" in html and 'id="TOC"' in html
+    assert "data:image/png;base64" in html  # figure embedded: one self-contained file
+    assert not (src / "index.html").exists()

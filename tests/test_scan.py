@@ -1,0 +1,123 @@
+"""The streaming scan against brute force on a micro model (exact top-k, moments, histogram)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lmfeatures.hooks import HookedModel
+from lmfeatures.micro import micro_model
+from lmfeatures.scan import HIST_BINS, ScanConfig, ScanError, load_scan, make_windows, scan, scan_meta, write_scan
+
+
+def _docs(seed=0, n=9, vocab=64):
+    g = torch.Generator().manual_seed(seed)
+    lengths = [5, 40, 17, 23, 3, 64, 16, 31, 50][:n]
+    return [torch.randint(0, vocab, (L,), generator=g).tolist() for L in lengths]
+
+
+def test_windows_cover_every_token_once():
+    docs = _docs()
+    w = make_windows(docs, 16)
+    assert w.skipped_short_docs == 2  # lengths 5 and 3
+    counted = {}
+    for i in range(len(w.doc)):
+        d, s, v = int(w.doc[i]), int(w.start[i]), int(w.valid_from[i])
+        assert w.ids[i].tolist() == docs[d][s : s + 16]
+        for p in range(s + v, s + 16):
+            counted[(d, p)] = counted.get((d, p), 0) + 1
+    expected = {(d, p) for d, toks in enumerate(docs) if len(toks) >= 16 for p in range(len(toks))}
+    assert set(counted) == expected and set(counted.values()) == {1}
+    with pytest.raises(ScanError, match="no document has at least"):
+        make_windows([[1, 2], [3]], 16)
+
+
+def test_token_budget_is_respected():
+    w = make_windows(_docs(), 16, max_tokens=40)
+    assert 40 <= int((16 - w.valid_from).sum()) < 40 + 16
+
+
+def _brute_force(model, windows, hook):
+    with torch.no_grad():
+        acts = model.run([hook], input_ids=windows.ids)[hook]  # [windows, pos, units]
+    valid = torch.arange(acts.shape[1])[None, :] >= windows.valid_from[:, None]
+    return acts, valid
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama"])
+def test_streaming_scan_equals_brute_force(tmp_path, arch):
+    model = HookedModel(micro_model(arch, seed=1))
+    windows = make_windows(_docs(vocab=64), 16)
+    cfg = ScanConfig(context_length=16, batch_size=3, top_k=4, kinds=["mlp", "resid"], density_threshold=0.1,
+                     n_intervals=3, per_interval=2, n_random=3)  # fmt: skip
+    result = scan(model, windows, cfg, tmp_path)
+    for hook in ("mlp.0", "mlp.2", "resid.1"):
+        acts, valid = _brute_force(model, windows, hook)
+        x = acts[valid].double()  # [tokens, units]
+        win_max = acts.masked_fill(~valid[..., None], -math.inf).max(1).values  # [windows, units]
+        top_v, top_w = win_max.topk(4, dim=0)
+        assert torch.equal(result[f"{hook}.top_values"], top_v)
+        # the window ids point at windows whose max is that value, at the stored position
+        got_w, got_p = result[f"{hook}.top_window"], result[f"{hook}.top_pos"]
+        assert torch.equal(win_max.gather(0, got_w), top_v)
+        assert torch.equal(acts[got_w, got_p, torch.arange(acts.shape[2])[None, :]], top_v)
+        assert valid[got_w, got_p].all()
+        n = x.shape[0]
+        mean, var = x.mean(0), x.var(0, unbiased=False)
+        sd = var.sqrt()
+        assert result["n_tokens"] == n
+        assert torch.allclose(result[f"{hook}.mean"].double(), mean, atol=1e-5)
+        assert torch.allclose(result[f"{hook}.var"].double(), var, rtol=1e-4, atol=1e-7)
+        skew = ((x - mean) ** 3).mean(0) / sd**3
+        kurt = ((x - mean) ** 4).mean(0) / sd**4 - 3
+        assert torch.allclose(result[f"{hook}.skew"].double(), skew, rtol=1e-3, atol=1e-4)
+        assert torch.allclose(result[f"{hook}.kurtosis"].double(), kurt, rtol=1e-3, atol=1e-3)
+        assert torch.equal(result[f"{hook}.max"], x.max(0).values.float())
+        assert torch.equal(result[f"{hook}.min"], x.min(0).values.float())
+        assert torch.allclose(result[f"{hook}.density"].double(), (x > 0).double().mean(0))
+        assert torch.allclose(result[f"{hook}.density_above_threshold"].double(), (x > 0.1).double().mean(0))
+        # histogram: the final bin width applied to all values at once gives the same counts
+        width = result[f"{hook}.bin_width"]
+        idx = torch.floor(x.float() / width).long() + HIST_BINS // 2
+        assert idx.min() >= 0 and idx.max() < HIST_BINS  # the range holds every value
+        brute = torch.stack([torch.bincount(idx[:, u], minlength=HIST_BINS) for u in range(x.shape[1])]).float()
+        assert torch.equal(result[f"{hook}.hist"], brute)
+        # interval samples: each picked window's max lies in its interval; share sums to the share above 0
+        top = x.max(0).values.float()
+        iw = result[f"{hook}.interval_window"]  # [intervals, per, units]
+        for i in range(3):
+            for u in range(x.shape[1]):
+                for w in iw[i, :, u].tolist():
+                    if w >= 0:
+                        v = float(win_max[w, u].half())
+                        assert top[u] * i / 3 - 1e-2 <= v <= top[u] * (i + 1) / 3 + 1e-2
+        assert torch.allclose(result[f"{hook}.interval_share"].sum(0).double(), (x > 0).double().mean(0), atol=0.05)
+
+
+def test_scan_is_reproducible_and_round_trips(tmp_path):
+    model = HookedModel(micro_model("gpt_neox", seed=2))
+    windows = make_windows(_docs(), 16)
+    cfg = ScanConfig(context_length=16, batch_size=4, top_k=3, n_intervals=2, per_interval=2, n_random=2)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = scan(model, windows, cfg, tmp_path / "a"), scan(model, windows, cfg, tmp_path / "b")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    model_dir = tmp_path / "model"
+    model.model.save_pretrained(model_dir)
+    meta = scan_meta("m", model_dir, model, cfg, windows, [f"d{i}" for i in range(9)])
+    write_scan(tmp_path / "scan", a, windows, meta, tmp_path / "a")
+    loaded = load_scan(tmp_path / "scan", model_dir=model_dir, expect={"context_length": 16})
+    assert torch.equal(loaded["mlp.1.top_values"], a["mlp.1.top_values"])
+    assert loaded.window_max_table("mlp.1").shape == (len(windows.doc), model.d_mlp)
+    with pytest.raises(ScanError, match="context_length=16, expected 32"):
+        load_scan(tmp_path / "scan", expect={"context_length": 32})
+    other = tmp_path / "other"
+    micro_model("gpt_neox", seed=3, n_layers=2).save_pretrained(other)
+    with pytest.raises(ScanError, match="different model"):
+        load_scan(tmp_path / "scan", model_dir=other)
+    with pytest.raises(ScanError, match="no complete scan"):
+        load_scan(tmp_path / "nothing")
+    loaded.check_unit("mlp.1", 3)
+    with pytest.raises(ScanError, match="out of range"):
+        loaded.check_unit("mlp.1", 10_000)
