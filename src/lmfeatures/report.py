@@ -30,6 +30,10 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
     return df.to_markdown(index=False, floatfmt=floatfmt) + "\n"
 
 
+def _tokens(n: int | None) -> str:
+    return "—" if n is None else ("0" if n == 0 else f"{n / 1e6:.2f}M")
+
+
 def model_table(model_dirs: list[str]) -> pd.DataFrame:
     rows = []
     for d in model_dirs:
@@ -38,7 +42,7 @@ def model_table(model_dirs: list[str]) -> pd.DataFrame:
             "model": r["name"], "source": r["source"], "architecture": r["architecture"],
             "layers": r["n_layers"], "d_model": r["d_model"], "d_mlp": r["d_mlp"],
             "parameters": f"{r['parameters'] / 1e6:.2f}M",
-            "training tokens": "—" if r.get("training_tokens") is None else f"{r['training_tokens'] / 1e6:.2f}M",
+            "training tokens": _tokens(r.get("training_tokens")),
             "held-out loss (nats)": r["heldout_loss"],
             "unigram baseline (nats)": r.get("unigram_heldout_xent_nats", float("nan")),
         })  # fmt: skip

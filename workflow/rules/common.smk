@@ -35,3 +35,20 @@ def model_dir(name):
 
 def all_model_dirs():
     return [model_dir(n) for n in MODELS]
+
+
+def scan_dir(name):
+    return f"{RESULTS}/scans/{name}"
+
+
+def partner_of(name):
+    """The untrained twin of a trained model (role 'twin') or the trained model of a twin (role 'trained')."""
+    entry = MODELS[name]
+    if entry["source"] == UNTRAINED_TWIN:
+        return {"name": entry["twin_of"], "role": "trained", "scan": scan_dir(entry["twin_of"])}
+    twins = [t for t in TWINS if MODELS[t]["twin_of"] == name]
+    return {"name": twins[0], "role": "twin", "scan": scan_dir(twins[0])} if twins else None
+
+
+def model_kind(name):
+    return {TRAIN: "trained", UNTRAINED_TWIN: "untrained"}.get(MODELS[name]["source"], "external")

@@ -21,6 +21,10 @@ rule report:
         source=REPORT_DIR / "report.qmd",
         tables=rules.model_summary.output.table,
         curves=rules.model_summary.output.curves,
+        distributions=rules.scan_summary.output.distributions,
+        monosemantic=rules.scan_summary.output.table,
+        gallery=rules.scan_summary.output.gallery,
+        pages=[f"{RESULTS}/neurons/{n}" for n in MODELS],
     output:
         html=f"{RESULTS}/report/index.html",
         provenance=f"{RESULTS}/report/provenance.json",
@@ -29,6 +33,9 @@ rule report:
         assets=lambda wc, input: {
             "tables/models.md": input.tables,
             "figures/training_curves.png": input.curves,
+            "figures/activation_distributions.png": input.distributions,
+            "tables/monosemantic.md": input.monosemantic,
+            "tables/gallery.md": input.gallery,
         },
         renderer=config["report"]["renderer"],
         config=config,

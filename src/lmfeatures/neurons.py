@@ -1,0 +1,108 @@
+"""Neuron-level views of a scan: selection, token concentration, direct logit effect, per-token activations.
+
+A neuron is named `L{layer}N{index}` (TransformerLens / Neuroscope convention) and addressed in
+config as "layer.index", e.g. "2.117".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .hooks import HookedModel
+from .scan import Scan, ScanError
+
+
+@dataclass(frozen=True, order=True)
+class Neuron:
+    layer: int
+    index: int
+
+    @property
+    def name(self) -> str:
+        return f"L{self.layer}N{self.index}"
+
+    @property
+    def hook(self) -> str:
+        return f"mlp.{self.layer}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Neuron":
+        try:
+            layer, index = (int(p) for p in str(text).split("."))
+        except ValueError:
+            raise ValueError(f"neuron {text!r} is not of the form 'layer.index', e.g. '2.117'") from None
+        return cls(layer, index)
+
+
+@dataclass
+class SelectionConfig:
+    explicit: list[str]  # "layer.index"
+    top_per_layer: int = 3  # highest max activation per layer
+    top_concentration: int = 5  # most token-concentrated neurons overall (the report's table)
+    random_per_layer: int = 1
+    seed: int = 0
+
+
+def token_concentration(scan: Scan, hook: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Share of a unit's top-k examples whose max token is its most common max token.
+    Returns (share [units], that token id [units])."""
+    w, p = scan[f"{hook}.top_window"], scan[f"{hook}.top_pos"]  # [k, units]
+    tokens = scan.windows.ids[w.clamp(min=0), p.clamp(min=0)]
+    mode = tokens.mode(dim=0).values  # [units]
+    return (tokens == mode).float().mean(0), mode
+
+
+def select_neurons(scan: Scan, cfg: SelectionConfig, extra: list[Neuron] = ()) -> list[Neuron]:
+    """Explicit neurons, the top by max activation per layer, the most token-concentrated overall,
+    a seeded random few per layer, and `extra` (e.g. the trained model's selection, for its twin)."""
+    n_layers = scan.meta["n_layers"]
+    chosen = set(extra)
+    for text in cfg.explicit:
+        neuron = Neuron.parse(text)
+        if not 0 <= neuron.layer < n_layers:
+            raise ScanError(f"neuron {text}: layer {neuron.layer} is out of range for {scan.meta['model']} "
+                            f"({n_layers} layers, 0-{n_layers - 1})")  # fmt: skip
+        scan.check_unit(neuron.hook, neuron.index)
+        chosen.add(neuron)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    conc_all = []
+    for layer in range(n_layers):
+        hook = f"mlp.{layer}"
+        top = scan[f"{hook}.max"].topk(min(cfg.top_per_layer, scan[f"{hook}.max"].numel())).indices
+        chosen.update(Neuron(layer, int(i)) for i in top)
+        rand = torch.randperm(scan[f"{hook}.max"].numel(), generator=gen)[: cfg.random_per_layer]
+        chosen.update(Neuron(layer, int(i)) for i in rand)
+        share, _ = token_concentration(scan, hook)
+        conc_all += [(float(s), Neuron(layer, i)) for i, s in enumerate(share.tolist())]
+    conc_all.sort(key=lambda t: (-t[0], t[1]))
+    chosen.update(n for _, n in conc_all[: cfg.top_concentration])
+    return sorted(chosen)
+
+
+def direct_logit_effect(model: HookedModel, neuron: Neuron, top: int = 10, bottom: int = 5):
+    """W_out[neuron] @ W_U: which next tokens the neuron pushes up / down directly.
+    Returns ([(token id, weight)] top, [(token id, weight)] bottom); None when the model has no
+    readable unembedding."""
+    try:
+        w_u = model.unembedding()  # [d_model, vocab]
+    except (AttributeError, ValueError):
+        return None
+    with torch.no_grad():
+        effect = model.mlp_out_weight(neuron.layer)[neuron.index].float() @ w_u.float()  # [vocab]
+        hi, lo = effect.topk(top), (-effect).topk(bottom)
+    return (list(zip(hi.indices.tolist(), hi.values.tolist())), list(zip(lo.indices.tolist(), (-lo.values).tolist())))
+
+
+@torch.no_grad()
+def token_activations(model: HookedModel, ids: torch.Tensor, neurons: list[Neuron], batch_size: int = 64):
+    """Activations of `neurons` at every position of ids [windows, pos] -> {neuron: [windows, pos]}.
+    One forward per batch up to the deepest layer needed."""
+    hooks = sorted({n.hook for n in neurons}, key=lambda h: int(h.split(".")[1]))
+    out = {n: [] for n in neurons}
+    for b in range(0, len(ids), batch_size):
+        acts = model.run(hooks, input_ids=ids[b : b + batch_size].to(model.device))
+        for n in neurons:
+            out[n].append(acts[n.hook][..., n.index].float().cpu())
+    return {n: torch.cat(v) for n, v in out.items()}
