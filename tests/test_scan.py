@@ -38,9 +38,16 @@ def test_token_budget_is_respected():
     assert 40 <= int((16 - w.valid_from).sum()) < 40 + 16
 
 
-def _brute_force(model, windows, hook):
+def _brute_force(model, windows, hook, batch_size):
+    # Same batches as the scan (last one padded by repeating the last window): a forward pass's
+    # last bits may depend on the batch shape, and this test is about the aggregation.
+    n = len(windows.ids)
+    parts = []
     with torch.no_grad():
-        acts = model.run([hook], input_ids=windows.ids)[hook]  # [windows, pos, units]
+        for b in range(0, n, batch_size):
+            rows = torch.arange(b, b + batch_size).clamp(max=n - 1)
+            parts.append(model.run([hook], input_ids=windows.ids[rows])[hook][: min(batch_size, n - b)])
+    acts = torch.cat(parts)  # [windows, pos, units]
     valid = torch.arange(acts.shape[1])[None, :] >= windows.valid_from[:, None]
     return acts, valid
 
@@ -53,7 +60,7 @@ def test_streaming_scan_equals_brute_force(tmp_path, arch):
                      n_intervals=3, per_interval=2, n_random=3)  # fmt: skip
     result = scan(model, windows, cfg, tmp_path)
     for hook in ("mlp.0", "mlp.2", "resid.1"):
-        acts, valid = _brute_force(model, windows, hook)
+        acts, valid = _brute_force(model, windows, hook, cfg.batch_size)
         x = acts[valid].double()  # [tokens, units]
         win_max = acts.masked_fill(~valid[..., None], -math.inf).max(1).values  # [windows, units]
         top_v, top_w = win_max.topk(4, dim=0)
@@ -121,3 +128,20 @@ def test_scan_is_reproducible_and_round_trips(tmp_path):
     loaded.check_unit("mlp.1", 3)
     with pytest.raises(ScanError, match="out of range"):
         loaded.check_unit("mlp.1", 10_000)
+
+
+def test_compiled_batch_partials_match_eager():
+    from lmfeatures.scan import batch_partials
+
+    g = torch.Generator().manual_seed(0)
+    acts = torch.randn(4, 8, 24, generator=g)
+    valid = torch.ones(4, 8, dtype=torch.bool)
+    valid[3, :5] = False
+    shift, inv_width = torch.zeros(24), torch.full((24,), 8.0)
+    eager = batch_partials(acts, valid, shift, inv_width, 0.5)
+    compiled = torch.compile(batch_partials, dynamic=False)(acts, valid, shift, inv_width, 0.5)
+    for name, a, b in zip(["win_max", "win_arg", "sums", "max", "min", "hist"], eager, compiled):
+        if name == "sums":
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-4), name
+        else:
+            assert torch.equal(a, b), name

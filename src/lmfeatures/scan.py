@@ -10,8 +10,8 @@ pass per batch updates, all as tensor operations over [units]:
   * the top-k windows by the window's max activation (one example per window), exactly;
   * moments (count, mean, M2, M3, M4 merged with Chan et al.'s parallel formulas in float64),
     max, min, density above 0 and above a threshold;
-  * a 64-bin histogram anchored at 0 with a per-unit bin width that doubles (merging bin pairs,
-    which is exact) whenever a value falls outside the range;
+  * a 64-bin histogram anchored at 0 with a per-unit power-of-two bin width that doubles
+    (merging bin pairs, which is exact) whenever a value falls outside the range;
   * each window's max and argmax position, streamed to an on-disk memmap [windows, units], so that
     after the pass interval samples (equal-width intervals over (0, max]) and random examples are
     drawn exactly with the final max, with memory bounded whatever the corpus size.
@@ -53,7 +53,13 @@ class ScanConfig:
     n_intervals: int = 5
     per_interval: int = 5
     n_random: int = 20
+    compile: str = "auto"  # fuse the per-batch statistics with torch.compile: auto | always | never
     seed: int = 0
+
+
+# Compiling costs ~6-20 s once per shape and saves ~40 ns per activation on 2 CPU cores
+# (benchmarks/scan_overhead.py), so it pays off from about this many activations per scan.
+COMPILE_MIN_ACTIVATIONS = 500_000_000
 
 
 @dataclass
@@ -99,12 +105,44 @@ def make_windows(docs: list[list[int]], context_length: int, max_tokens: int | N
     )  # fmt: skip
 
 
-class _Accumulator:
-    """Running statistics of one hook point over [units]; all updates are tensor ops on the device."""
+def batch_partials(acts: torch.Tensor, valid: torch.Tensor, shift: torch.Tensor, inv_width: torch.Tensor,
+                   threshold: float) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    """Everything the scan needs from one batch, in as few passes over memory as possible.
 
-    def __init__(self, n_units: int, k: int, threshold: float, device: torch.device):
+    acts [batch, pos, units] float32; valid [batch, pos] bool; shift [units] (≈ running mean, so
+    float32 power sums do not cancel); inv_width [units] = 1 / histogram bin width.
+    Returns
+        win_max, win_arg  [batch, units]   max over valid positions and its position
+        sums              [6, units]       Σd, Σd², Σd³, Σd⁴ (d = x - shift), #(x > 0), #(x > threshold)
+        unit_max, unit_min [units]
+        hist              [units * HIST_BINS] counts of this batch, with the given widths
+    Pure tensor code, so `torch.compile` can fuse it into one or two loops.
+    """
+    v = valid[..., None]
+    win_max, win_arg = acts.masked_fill(~v, -math.inf).max(dim=1)
+    x = acts.flatten(0, 1)  # [tokens, units]
+    vf = v.flatten(0, 1).to(x.dtype)  # [tokens, 1]
+    d = (x - shift) * vf
+    d2 = d * d
+    sums = torch.stack([d.sum(0), d2.sum(0), (d2 * d).sum(0), (d2 * d2).sum(0),
+                        ((x > 0).to(x.dtype) * vf).sum(0), ((x > threshold).to(x.dtype) * vf).sum(0)])  # fmt: skip
+    unit_max = torch.where(vf > 0, x, -math.inf).amax(0)
+    unit_min = torch.where(vf > 0, x, math.inf).amin(0)
+    half = HIST_BINS // 2
+    offset = half + torch.arange(x.shape[1], device=x.device) * HIST_BINS
+    # floor before any offset is added: adding first would round values just below an edge up in float32
+    idx = (x * inv_width).floor().clamp(-half, half - 1).to(torch.int64) + offset
+    hist = torch.zeros(x.shape[1] * HIST_BINS, device=x.device, dtype=x.dtype)
+    hist = hist.scatter_add(0, idx.flatten(), vf.expand_as(x).flatten())
+    return win_max, win_arg, sums, unit_max, unit_min, hist
+
+
+class _Accumulator:
+    """Running statistics of one hook point over [units]: merges of per-batch partials, on the device."""
+
+    def __init__(self, n_units: int, k: int, threshold: float, device: torch.device, partials=batch_partials):
         f64 = dict(dtype=torch.float64, device=device)
-        self.k, self.threshold = k, threshold
+        self.k, self.threshold, self.partials = k, threshold, partials
         self.top_values = torch.full((k, n_units), -math.inf, device=device)
         self.top_window = torch.full((k, n_units), -1, dtype=torch.int64, device=device)
         self.top_pos = torch.full((k, n_units), -1, dtype=torch.int64, device=device)
@@ -115,60 +153,70 @@ class _Accumulator:
         self.n_pos = torch.zeros(n_units, **f64)
         self.n_thr = torch.zeros(n_units, **f64)
         self.hist = torch.zeros(n_units, HIST_BINS, **f64)
-        self.bin_width = torch.zeros(n_units, device=device)  # 0 = not yet set
+        self.bin_width = None  # [units], set from the first batch
 
-    def update(self, acts: torch.Tensor, valid: torch.Tensor, window_ids: torch.Tensor):
+    def update(self, acts: torch.Tensor, valid: torch.Tensor, window_ids: torch.Tensor) -> torch.Tensor:
         """acts [batch, pos, units] float32; valid [batch, pos] bool; window_ids [batch] int64.
-        Returns the window max and argmax [batch, units] for the on-disk table."""
-        masked = acts.masked_fill(~valid[..., None], -math.inf)
-        win_max, win_arg = masked.max(dim=1)  # [batch, units]
-        # top-k over windows: concatenate the running top-k with this batch's window maxima
+        Returns the window maxima [batch, units] for the on-disk table."""
+        half = HIST_BINS // 2
+        if self.bin_width is None:  # first batch: range and shift from the data itself
+            x = acts[valid]
+            lo, hi = x.aminmax(dim=0)
+            # Widths are powers of two, so x * (1 / w) is exact and binning is exact arithmetic.
+            # The range [-half*w, half*w) starts as the smallest such range holding the first batch.
+            absmax = torch.clamp(torch.maximum(hi.abs(), lo.abs()), min=2.0**-20)
+            self.bin_width = torch.exp2(torch.floor(torch.log2(absmax / half)) + 1)
+            self.mean = x.double().mean(0)
+        shift = self.mean.float()
+        win_max, win_arg, sums, bmax, bmin, hist = self.partials(acts, valid, shift, 1 / self.bin_width, self.threshold)
+        absmax = torch.maximum(bmax.abs(), bmin.abs())
+        if bool((absmax >= half * self.bin_width).any()):  # rare after the first batches
+            self._grow(absmax)
+            win_max, win_arg, sums, bmax, bmin, hist = self.partials(acts, valid, shift, 1 / self.bin_width,
+                                                                     self.threshold)  # fmt: skip
+        self.hist += hist.view_as(self.hist)
+        # top-k over windows: the running top-k and this batch's window maxima, one topk
         cand_v = torch.cat([self.top_values, win_max])
         cand_w = torch.cat([self.top_window, window_ids[:, None].expand_as(win_max)])
         cand_p = torch.cat([self.top_pos, win_arg])
         self.top_values, idx = cand_v.topk(self.k, dim=0)
         self.top_window, self.top_pos = cand_w.gather(0, idx), cand_p.gather(0, idx)
+        self.max = torch.maximum(self.max, bmax)
+        self.min = torch.minimum(self.min, bmin)
+        sums = sums.double()
+        self.n_pos += sums[4]
+        self.n_thr += sums[5]
+        self._merge_moments(int(valid.sum()), shift.double(), sums[:4])
+        return win_max
 
-        x = acts[valid]  # [tokens, units]: only the positions counted by this window
-        self._moments(x)
-        self.max = torch.maximum(self.max, x.max(0).values)
-        self.min = torch.minimum(self.min, x.min(0).values)
-        self.n_pos += (x > 0).sum(0)
-        self.n_thr += (x > self.threshold).sum(0)
-        self._histogram(x)
-        return win_max, win_arg
-
-    def _moments(self, x: torch.Tensor) -> None:
-        # Chan et al. merge of (count, mean, M2, M3, M4) of the batch into the running ones.
-        nb = x.shape[0]
-        mb = x.double().mean(0)
-        d = x - mb.float()
-        m2b, m3b, m4b = ((d**p).sum(0).double() for p in (2, 3, 4))
-        na, n = self.count, self.count + nb
-        delta = mb - self.mean
-        self.m4 += m4b + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3 \
-            + 6 * delta**2 * (na * na * m2b + nb * nb * self.m2) / n**2 + 4 * delta * (na * m3b - nb * self.m3) / n
-        self.m3 += m3b + delta**3 * na * nb * (na - nb) / n**2 + 3 * delta * (na * m2b - nb * self.m2) / n
-        self.m2 += m2b + delta**2 * na * nb / n
-        self.mean += delta * nb / n
-        self.count = n
-
-    def _histogram(self, x: torch.Tensor) -> None:
+    def _grow(self, absmax: torch.Tensor) -> None:
+        """Double bin widths (merging neighbouring bins, anchored at 0) until every value fits: exact."""
         half = HIST_BINS // 2
-        absmax = x.abs().max(0).values
-        unset = self.bin_width == 0
-        # the range is [-half*w, half*w): start with the first values just inside it
-        self.bin_width[unset] = torch.clamp(absmax[unset] / (half - 1), min=1e-6)
-        # Double the width (merging neighbouring bins, anchored at 0) until every value fits.
         while bool((rows := absmax >= half * self.bin_width).any()):
             neg, pos = self.hist[rows, :half], self.hist[rows, half:]
             zeros = torch.zeros_like(neg[:, : half // 2])
             self.hist[rows] = torch.cat([zeros, neg.reshape(-1, half // 2, 2).sum(-1),
                                          pos.reshape(-1, half // 2, 2).sum(-1), zeros], dim=1)  # fmt: skip
             self.bin_width[rows] *= 2
-        idx = torch.floor(x / self.bin_width).long().clamp(-half, half - 1) + half  # [tokens, units]
-        flat = idx + torch.arange(x.shape[1], device=x.device) * HIST_BINS
-        self.hist += torch.bincount(flat.flatten(), minlength=self.hist.numel()).view_as(self.hist)
+
+    def _merge_moments(self, nb: int, shift: torch.Tensor, s: torch.Tensor) -> None:
+        """Central moments of the batch from its shifted power sums, then Chan et al.'s merge (float64)."""
+        e = s[0] / nb
+        m2b = s[1] - nb * e**2
+        m3b = s[2] - 3 * e * s[1] + 2 * nb * e**3
+        m4b = s[3] - 4 * e * s[2] + 6 * e**2 * s[1] - 3 * nb * e**4
+        mb = shift + e
+        na, n = self.count, self.count + nb
+        if na == 0:
+            self.mean, self.m2, self.m3, self.m4, self.count = mb, m2b, m3b, m4b, nb
+            return
+        delta = mb - self.mean
+        self.m4 += m4b + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3 \
+            + 6 * delta**2 * (na * na * m2b + nb * nb * self.m2) / n**2 + 4 * delta * (na * m3b - nb * self.m3) / n
+        self.m3 += m3b + delta**3 * na * nb * (na - nb) / n**2 + 3 * delta * (na * m2b - nb * self.m2) / n
+        self.m2 += m2b + delta**2 * na * nb / n
+        self.mean = self.mean + delta * nb / n
+        self.count = n
 
     def stats(self) -> dict[str, torch.Tensor]:
         n = self.count
@@ -205,6 +253,15 @@ def _interval_samples(win_max: np.ndarray, unit_max: np.ndarray, cfg: ScanConfig
     return out
 
 
+def _partials_fn(mode: str, n_activations: int):
+    """batch_partials, compiled when asked or when the scan is large enough to repay compilation."""
+    if mode not in ("auto", "always", "never"):
+        raise ScanError(f"scan.compile={mode!r} is not one of: auto, always, never")
+    if mode == "always" or (mode == "auto" and n_activations >= COMPILE_MIN_ACTIVATIONS):
+        return torch.compile(batch_partials, dynamic=False)
+    return batch_partials
+
+
 def _hook_names(model: HookedModel, kinds: list[str]) -> list[str]:
     for k in kinds:
         if k not in ("mlp", "resid"):
@@ -227,22 +284,26 @@ def scan(model: HookedModel, windows: Windows, cfg: ScanConfig, table_dir: Path,
     dims = {h: model.d_mlp if h.startswith("mlp") else model.d_model for h in hooks}
     device = model.device
     n_win = len(windows.doc)
-    acc = {h: _Accumulator(dims[h], min(cfg.top_k, n_win), cfg.density_threshold, device) for h in hooks}
+    n_tokens = int((cfg.context_length - windows.valid_from).sum())
+    partials = _partials_fn(cfg.compile, n_tokens * sum(dims.values()))
+    acc = {h: _Accumulator(dims[h], min(cfg.top_k, n_win), cfg.density_threshold, device, partials)
+           for h in hooks}  # fmt: skip
     tables = {h: np.lib.format.open_memmap(table_dir / f"{h}.winmax.npy", "w+", np.float16, (n_win, dims[h]))
               for h in hooks}  # fmt: skip
     positions = torch.arange(cfg.context_length)
-    n_tokens = int((cfg.context_length - windows.valid_from).sum())
     bar = tqdm(total=n_tokens, desc=desc, unit="tok", unit_scale=True, mininterval=2.0)
     with torch.inference_mode():
         for b0 in range(0, n_win, cfg.batch_size):
-            sl = slice(b0, min(b0 + cfg.batch_size, n_win))
-            ids = windows.ids[sl].to(device)
-            valid = (positions[None, :] >= windows.valid_from[sl, None]).to(device)
+            # the last batch is padded with invalid rows, so shapes stay fixed (one compilation)
+            rows = torch.arange(b0, b0 + cfg.batch_size).clamp(max=n_win - 1)
+            real = torch.arange(b0, b0 + cfg.batch_size) < n_win
+            ids = windows.ids[rows].to(device)
+            valid = ((positions[None, :] >= windows.valid_from[rows, None]) & real[:, None]).to(device)
             acts = model.run(hooks, input_ids=ids)
-            wid = torch.arange(sl.start, sl.stop, device=device)
+            n_real = int(real.sum())
             for h in hooks:
-                win_max, _ = acc[h].update(acts[h].float(), valid, wid)
-                tables[h][sl] = win_max.half().cpu().numpy()
+                win_max = acc[h].update(acts[h].float(), valid, rows.to(device))
+                tables[h][b0 : b0 + n_real] = win_max[:n_real].half().cpu().numpy()
             bar.update(int(valid.sum()))
     bar.close()
     rng = np.random.default_rng(cfg.seed)
