@@ -52,3 +52,9 @@ def partner_of(name):
 
 def model_kind(name):
     return {TRAIN: "trained", UNTRAINED_TWIN: "untrained"}.get(MODELS[name]["source"], "external")
+
+
+def config_part(*sections):
+    """The config sections a rule depends on: passed as a param (so editing another section does
+    not rerun it) and recorded in its provenance."""
+    return {s: config[s] for s in sections}

@@ -6,7 +6,7 @@ rule corpus:
         directory(f"{RESULTS}/data/corpus"),
     params:
         corpus=config["corpus"],
-        config=config,
+        config=config_part("seed", "corpus"),
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/data/corpus.log",
@@ -26,7 +26,7 @@ rule tokenizer:
         directory(f"{RESULTS}/data/tokenizer"),
     params:
         tokenizer=config["tokenizer"],
-        config=config,
+        config=config_part("seed", "corpus", "tokenizer"),
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/data/tokenizer.log",
@@ -46,7 +46,7 @@ rule tokens:
     output:
         directory(f"{RESULTS}/data/tokens"),
     params:
-        config=config,
+        config=config_part("seed", "corpus", "tokenizer"),
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/data/tokens.log",

@@ -12,7 +12,7 @@ rule train_model:
     params:
         entry=lambda wc: MODELS[wc.model],
         training=config["training"],
-        config=config,
+        config=config_part("seed", "device", "corpus", "tokenizer", "training"),
         seed=config["seed"],
         device=config["device"],
     threads: config["training"]["threads"]
@@ -39,7 +39,7 @@ rule untrained_twin:
         entry=lambda wc: MODELS[wc.model],
         twin=lambda wc: MODELS[MODELS[wc.model]["twin_of"]],
         training=config["training"],
-        config=config,
+        config=config_part("seed", "device", "corpus", "tokenizer", "training"),
         seed=config["seed"],
         device=config["device"],
     threads: 1
@@ -64,7 +64,7 @@ rule hub_model:
     params:
         entry=lambda wc: MODELS[wc.model],
         training=config["training"],
-        config=config,
+        config=config_part("seed", "device", "corpus", "training"),
         seed=config["seed"],
         device=config["device"],
     threads: 2

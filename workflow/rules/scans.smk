@@ -9,7 +9,7 @@ rule scan:
         directory(f"{RESULTS}/scans/{{model}}"),
     params:
         scan=config["scan"],
-        config=config,
+        config=config_part("seed", "device", "corpus", "scan"),
         seed=config["seed"],
         device=config["device"],
     threads: 2
@@ -34,7 +34,7 @@ rule neuron_pages:
     params:
         selection=config["neurons"],
         partner=lambda wc: partner_of(wc.model),
-        config=config,
+        config=config_part("seed", "device", "scan", "neurons"),
         seed=config["seed"],
         device=config["device"],
     threads: 2
