@@ -9,6 +9,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/scans.smk"
+include: "workflow/rules/epo.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -69,3 +69,44 @@ def test_config_typo_stops_before_any_job(run, tmp_path):
     assert result.returncode != 0
     assert "config key 'training.stpes': unknown key" in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_scans_pages_and_report_section(run):
+    results = run / "results"
+    from lmfeatures.scan import load_scan
+
+    scan = load_scan(results / "scans" / "micro-b", model_dir=results / "models" / "micro-b")
+    assert scan["mlp.1.top_values"].shape == (5, 64) and "resid.0.max" in scan.tensors
+    pages = results / "neurons" / "micro-b"
+    assert (pages / "index.html").is_file() and (pages / "L0N3.html").is_file()  # the explicit "0.3"
+    page = (pages / "L0N3.html").read_text()
+    for part in ("Top examples", "Examples by activation interval", "Direct logit effect", "<svg"):
+        assert part in page
+    twin_page = (results / "neurons" / "micro-a" / "L0N3.html").read_text()
+    assert 'href="../micro-a-untrained/L0N3.html"' in twin_page
+    html = (results / "report" / "index.html").read_text()
+    assert "Dataset examples" in html and "../neurons/micro-b/" in html
+
+
+def test_epo_runs_and_dreaming_section(run):
+    results = run / "results"
+    base = results / "epo" / "micro-b" / "L1N3"
+    for method in ("epo", "gcg", "random"):
+        frontier = json.loads((base / method / "seed0" / "frontier.json").read_text())
+        assert frontier["frontier"]
+        for point in frontier["frontier"]:  # reported prompts are real strings with the reported activation
+            assert abs(point["rescored_target"] - point["target"]) < 1e-4
+    compare = json.loads((base / "compare" / "compare.json").read_text())
+    assert set(compare["methods"]) == {"epo", "gcg", "random"} and compare["dataset_max"] > 0
+    html = (results / "report" / "index.html").read_text()
+    assert "Dreaming" in html and "micro-b L1N3" in html
+
+
+def test_probe_cli_prints_plain_activations_when_piped(run):
+    cmd = [sys.executable, "-m", "lmfeatures", "probe", "--config", str(REPO / "config" / "test.yaml"),
+           "--model", "micro-b", "--layer", "1", "--neuron", "3", "--top", "3", "def f(x):"]  # fmt: skip
+    out = subprocess.run(cmd, cwd=run, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "\x1b[" not in out.stdout and "max " in out.stdout and "rank" in out.stdout
+    bad = subprocess.run(cmd[:-7] + ["--layer", "9", "--neuron", "0", "x"], cwd=run, capture_output=True, text=True)
+    assert bad.returncode == 2 and "out of range" in bad.stderr

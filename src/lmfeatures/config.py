@@ -80,6 +80,21 @@ def check_models(config: dict) -> None:
             )
 
 
+def check_stages(config: dict) -> None:
+    """Model names that stages refer to must exist."""
+    names = [m["name"] for m in config["models"]]
+    epo = config.get("epo", {})
+    for i, name in enumerate(epo.get("models", [])):
+        if name not in names:
+            raise ConfigError(f"config key 'epo.models[{i}]': no model named {name!r} (models: {', '.join(names)})")
+    fluency = epo.get("fluency_model")
+    if fluency is not None and fluency not in names:
+        raise ConfigError(f"config key 'epo.fluency_model': no model named {fluency!r} (models: {', '.join(names)})")
+    if epo and epo["lambda_min"] > epo["lambda_max"]:
+        raise ConfigError(f"config key 'epo.lambda_min': {epo['lambda_min']} > lambda_max {epo['lambda_max']}: "
+                          "the lambda range is empty")  # fmt: skip
+
+
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
     return yaml.safe_load(Path(path).read_text())
 
@@ -91,6 +106,7 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict
     check_schema(config, load_schema(schema_path))
     validate(config, str(schema_path), set_default=True)
     check_models(config)
+    check_stages(config)
     return config
 
 

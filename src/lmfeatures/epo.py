@@ -311,3 +311,137 @@ def _select(objective: torch.Tensor, with_replacement: bool, gen: torch.Generato
         pick[j] = best
         taken[best] = True
     return pick
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage entry points: one run per (model, neuron, method, seed); one comparison per (model, neuron)
+
+METHODS = ("epo", "gcg", "random")
+CHECKPOINT_EVERY = 25
+
+
+def method_config(method: str, params: dict, seed: int) -> EPOConfig:
+    """EPO from config; GCG = M 1, lambda 0, same candidates per iteration; random = random proposals."""
+    fields = {k: v for k, v in params.items() if k in EPOConfig.__dataclass_fields__}
+    fields["restart_lambda"] = tuple(fields.get("restart_lambda", (0.667, 6.0)))
+    cfg = EPOConfig(**fields, seed=seed)
+    if method == "gcg":
+        return EPOConfig(**{**cfg.__dict__, "population": 1, "children": cfg.population * cfg.children,
+                            "lambda_min": 0.0, "lambda_max": 0.0, "restart_every": 0})  # fmt: skip
+    if method == "random":
+        return EPOConfig(**{**cfg.__dict__, "proposal": "random"})
+    if method != "epo":
+        raise EPOError(f"EPO method {method!r} is not one of {METHODS}")
+    return cfg
+
+
+def build_scorer(model_dir: str, neuron_text: str, params: dict, device: str, fluency_dir: str | None = None):
+    """(Scorer, tokenizer) for neuron 'L{layer}N{index}' of a saved model, checked before any compute."""
+    from .models import load_model, resolve_device
+    from .neurons import Neuron
+
+    dev = resolve_device(device)
+    model, tok = load_model(model_dir, dev)
+    hooked = HookedModel(model)
+    layer, index = (int(p) for p in neuron_text[1:].split("N"))
+    neuron = Neuron(layer, index)
+    hooked.check_hook(neuron.hook)
+    if not 0 <= index < hooked.d_mlp:
+        raise EPOError(f"neuron {neuron_text}: index {index} is outside layer {layer} (0-{hooked.d_mlp - 1})")
+    fluency = None
+    if fluency_dir:
+        f_model, f_tok = load_model(fluency_dir, dev)
+        if f_tok.get_vocab() != tok.get_vocab():
+            raise EPOError(f"the fluency model at {fluency_dir} has a different tokenizer than {model_dir}; "
+                           "EPO needs the same token ids in both")  # fmt: skip
+        fluency = HookedModel(f_model)
+    target = UnitTarget(neuron.hook, index, position=params.get("position", "last"))
+    return Scorer(hooked, target, fluency, params.get("batch_size")), tok
+
+
+def epo_run_stage(model_dir: str, out_dir: str, neuron: str, method: str, params: dict, seed: int,
+                  device: str, threads: int, config: dict, fluency_dir: str | None = None) -> None:  # fmt: skip
+    """One EPO / GCG / random run: history.parquet, frontier.json, provenance.json; resumable."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from .io import atomic_path, write_json, write_provenance
+
+    torch.set_num_threads(threads)
+    cfg = method_config(method, params, seed)
+    scorer, tok = build_scorer(model_dir, neuron, params, device, fluency_dir)
+    validate(cfg, tok, scorer.model.vocab_size)
+    out = Path(out_dir)
+    ckpt = out.parent / f".{out.name}.checkpoint.pt"
+    history: list[dict] = []
+    state = None
+    if ckpt.exists():
+        saved = torch.load(ckpt, weights_only=False)
+        if saved["config"] == cfg.__dict__:  # resume only the same run
+            state, history = saved["state"], saved["history"]
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.iterations, initial=state.iteration if state else 0, desc=f"{method} {neuron} s{seed}",
+               unit="it", mininterval=2.0)  # fmt: skip
+
+    def record(r: dict) -> None:
+        for ids, t, x, k in zip(r["ids"].tolist(), r["target"].tolist(), r["xent"].tolist(), r["kept"].tolist()):
+            history.append({"iteration": r["iteration"], "ids": ids, "target": t, "xent": x, "kept": k,
+                            "restart_lambda": r["restart"], "seconds": r["seconds"]})  # fmt: skip
+        bar.update(1)
+        bar.set_postfix(best=f"{max(h['target'] for h in history) if history else float('nan'):.3f}")
+
+    if state is None:  # the initial population is part of the history (iteration 0)
+        state = epo(scorer, tok, EPOConfig(**{**cfg.__dict__, "iterations": 0}))
+        record({"iteration": 0, "ids": state.ids.cpu(), "target": state.target.cpu(), "xent": state.xent.cpu(),
+                "kept": torch.ones(len(state.ids), dtype=torch.int64), "restart": None, "seconds": 0.0})  # fmt: skip
+        bar.update(-1)
+    while state.iteration < cfg.iterations:
+        stop = min(cfg.iterations, (state.iteration // CHECKPOINT_EVERY + 1) * CHECKPOINT_EVERY)
+        state = epo(scorer, tok, EPOConfig(**{**cfg.__dict__, "iterations": stop}), state, record)
+        torch.save({"config": cfg.__dict__, "state": state, "history": history}, ckpt)
+    bar.close()
+    df = pd.DataFrame(history)
+    df["text"] = tok.batch_decode(df["ids"].tolist())
+    front = pareto_front(torch.tensor(df["target"].values), torch.tensor(df["xent"].values)).tolist()
+    rows = df.iloc[front]
+    # the retokenization check, end to end: the decoded strings, re-encoded, give the reported activation
+    ids = torch.tensor(tok(list(rows["text"]), add_special_tokens=False)["input_ids"], device=scorer.model.device)
+    rescored, rexent = scorer.score(ids)
+    frontier = [{"text": r.text, "ids": r.ids, "target": r.target, "xent": r.xent, "rescored_target": float(t),
+                 "rescored_xent": float(x)} for r, t, x in zip(rows.itertuples(), rescored.tolist(), rexent.tolist())]  # fmt: skip
+    with atomic_path(out, directory=True) as tmp:
+        df.to_parquet(tmp / "history.parquet")
+        write_json(tmp / "frontier.json", {"model_dir": model_dir, "neuron": neuron, "method": method, "seed": seed,
+                                           "config": cfg.__dict__, "n_scored": len(df), "frontier": frontier})  # fmt: skip
+        write_provenance(tmp, config, seed, neuron=neuron, method=method,
+                         seconds=float(df.groupby("iteration")["seconds"].first().sum()))  # fmt: skip
+    ckpt.unlink(missing_ok=True)
+
+
+def epo_neurons_stage(scan_dir: str, model_dir: str, out_json: str, explicit: list[str], per_layer: int,
+                      layers: list[int] | None) -> None:  # fmt: skip
+    """Which neurons get EPO runs: the explicit list, else the top `per_layer` by max activation per layer."""
+    from .io import write_json
+    from .neurons import Neuron
+    from .scan import ScanError, load_scan
+
+    scan = load_scan(scan_dir, model_dir=model_dir)
+    n_layers = scan.meta["n_layers"]
+    if explicit:
+        chosen = [Neuron.parse(t) for t in explicit]
+        for n in chosen:
+            if not 0 <= n.layer < n_layers:
+                raise ScanError(f"epo.neurons {n.layer}.{n.index}: layer {n.layer} is out of range for "
+                                f"{scan.meta['model']} (0-{n_layers - 1})")  # fmt: skip
+            scan.check_unit(n.hook, n.index)
+    else:
+        chosen = []
+        for layer in layers if layers is not None else range(n_layers):
+            if not 0 <= layer < n_layers:
+                raise ScanError(f"epo.auto_layers: layer {layer} is out of range for {scan.meta['model']} "
+                                f"(0-{n_layers - 1})")  # fmt: skip
+            top = scan[f"mlp.{layer}.max"].topk(per_layer).indices
+            chosen += [Neuron(layer, int(i)) for i in top]
+    write_json(out_json, [n.name for n in chosen])

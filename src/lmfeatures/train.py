@@ -107,7 +107,7 @@ def train(model, train_split: TokenizedSplit, eos_id: int, cfg: TrainConfig, des
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            value = float(loss)
+            value = loss.detach().item()
             bar.set_postfix(loss=f"{value:.3f}")
             history.append({"step": step, "tokens": (step + 1) * cfg.batch_size * cfg.context_length,
                             "loss": value, "lr": lr_at(step, cfg), "seconds": time.perf_counter() - t0})  # fmt: skip

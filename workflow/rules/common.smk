@@ -1,4 +1,5 @@
 # Config validation and the helpers every rule file uses.
+import json
 import re
 from pathlib import Path
 
@@ -55,6 +56,40 @@ def model_kind(name):
 
 
 def config_part(*sections):
-    """The config sections a rule depends on: passed as a param (so editing another section does
+    """The config sections a job depends on: passed as a param (so editing another section does
     not rerun it) and recorded in its provenance."""
     return {s: config[s] for s in sections}
+
+
+def fluency_dir():
+    """The fluency model's folder as a list (empty when the model under study scores fluency itself)."""
+    name = config["epo"]["fluency_model"]
+    return [model_dir(name)] if name else []
+
+
+def epo_run_dirs(model, neuron):
+    epo = config["epo"]
+    runs = [("epo", s) for s in epo["seeds"]] + [(b, s) for b in epo["baselines"] for s in epo["baseline_seeds"]]
+    return [f"{RESULTS}/epo/{model}/{neuron}/{method}/seed{seed}" for method, seed in runs]
+
+
+def epo_targets():
+    """(model, neuron) pairs: neurons come from the epo_neurons checkpoint (they depend on the scan)."""
+    pairs = []
+    for name in config["epo"]["models"]:
+        with open(checkpoints.epo_neurons.get(model=name).output[0]) as f:
+            pairs += [(name, n) for n in json.load(f)]
+    return pairs
+
+
+def dreaming_inputs():
+    """The Dreaming section and its figure when EPO is configured, else the static 'switched off' text."""
+    if config["epo"]["models"]:
+        return [f"{RESULTS}/report/sections/dreaming.md", f"{RESULTS}/report/figures/epo_frontiers.png"]
+    return [str(REPORT_DIR / "sections" / "dreaming-off.md")]
+
+
+def dreaming_assets(input):
+    if config["epo"]["models"]:
+        return {"sections/dreaming.md": input.dreaming[0], "figures/epo_frontiers.png": input.dreaming[1]}
+    return {"sections/dreaming.md": input.dreaming[0]}

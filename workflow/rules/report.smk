@@ -25,6 +25,7 @@ rule report:
         monosemantic=rules.scan_summary.output.table,
         gallery=rules.scan_summary.output.gallery,
         pages=[f"{RESULTS}/neurons/{n}" for n in MODELS],
+        dreaming=dreaming_inputs(),
     output:
         html=f"{RESULTS}/report/index.html",
         provenance=f"{RESULTS}/report/provenance.json",
@@ -36,6 +37,7 @@ rule report:
             "figures/activation_distributions.png": input.distributions,
             "tables/monosemantic.md": input.monosemantic,
             "tables/gallery.md": input.gallery,
+            **dreaming_assets(input),
         },
         renderer=config["report"]["renderer"],
         config=config,

@@ -1,0 +1,166 @@
+"""EPO against hand computations on micro models, a planted neuron, and determinism."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lmfeatures.epo import (EPOConfig, EPOError, Scorer, UnitTarget, banned_token_mask, epo, pareto_front,
+                            retokenizes, xent)  # fmt: skip
+from lmfeatures.hooks import HookedModel
+from lmfeatures.micro import micro_model
+
+
+def test_pareto_front_by_hand():
+    target = torch.tensor([1.0, 3.0, 2.0, 3.0, 0.5, 4.0, 2.5])
+    x = torch.tensor([2.0, 4.0, 3.0, 5.0, 1.0, 7.0, 3.0])
+    # sorted by xent: (0.5,1) (1,2) (2.5,3) (2,3) (3,4) (3,5) (4,7): front = 4, 0, 6, 1, 5
+    assert pareto_front(target, x).tolist() == [4, 0, 6, 1, 5]
+    brute = [i for i in range(7) if not any((target[j] >= target[i]) and (x[j] <= x[i]) and
+                                            ((target[j] > target[i]) or (x[j] < x[i])) for j in range(7))]  # fmt: skip
+    assert sorted(pareto_front(target, x).tolist()) == brute
+
+
+def test_xent_by_hand():
+    logits = torch.randn(2, 4, 7, generator=torch.Generator().manual_seed(0))
+    ids = torch.tensor([[1, 2, 3, 4], [0, 6, 6, 5]])
+    logp = logits.log_softmax(-1)
+    hand = torch.tensor([-sum(logp[b, i, ids[b, i + 1]].item() for i in range(3)) / 3 for b in range(2)])
+    assert torch.allclose(xent(logits, ids), hand, atol=1e-6)
+
+
+class _Tok:
+    """A character tokenizer over 'a'..: id i <-> chr(97 + i); id 0 is a special token."""
+
+    def __init__(self, n):
+        self.n = n
+        self.all_special_ids = [0]
+
+    def __len__(self):
+        return self.n
+
+    def batch_decode(self, rows):
+        return ["".join(chr(97 + i) for i in r) for r in rows]
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [[ord(c) - 97 for c in t] for t in texts]}
+
+
+def test_banned_tokens_and_retokenization(small_tokenizer):
+    mask = banned_token_mask(small_tokenizer, len(small_tokenizer) + 5)
+    assert mask[len(small_tokenizer) :].all() and mask[small_tokenizer.eos_token_id]
+    assert int(mask.sum()) == 6
+    # "d" + "ef" style splits: a sequence of pieces that re-encodes differently must fail
+    good = torch.tensor([small_tokenizer("def f(x):", add_special_tokens=False)["input_ids"]])
+    pieces = [small_tokenizer.convert_tokens_to_ids(c) for c in ("d", "e", "f")]
+    bad = torch.tensor([pieces + good[0, 3:].tolist()])[:, : good.shape[1]]
+    assert retokenizes(small_tokenizer, good).tolist() == [True]
+    assert small_tokenizer.decode(bad[0]).startswith("def") and retokenizes(small_tokenizer, bad).tolist() == [False]
+
+
+def test_one_hot_gradient_matches_autograd_on_embeddings():
+    """d target / d onehot[i, v] = W_E[v] . d target / d embed[i]; both terms come from one forward."""
+    model = HookedModel(micro_model("gpt_neox", seed=0))
+    scorer = Scorer(model, UnitTarget("mlp.1", 3), batch_size=8)
+    ids = torch.tensor([[5, 9, 2, 7], [1, 1, 3, 3]])
+    t, x, g_t, g_x = scorer.gradients(ids)
+    st, sx = scorer.score(ids)
+    assert torch.allclose(t, st, atol=1e-5) and torch.allclose(x, sx, atol=1e-5)
+    # d/d onehot[i, v] = W_E[v] . d/d embed[i]
+    emb = model.embed(ids).detach().requires_grad_(True)
+    out = model.run(["mlp.1"], inputs_embeds=emb, return_logits=True)
+    (g_emb,) = torch.autograd.grad(out["mlp.1"][:, -1, 3].sum(), emb, retain_graph=True)
+    assert torch.allclose(g_t, g_emb @ model.embedding_matrix().T, atol=1e-5)
+    (g_x_emb,) = torch.autograd.grad(xent(out["logits"], ids).sum(), emb)
+    assert torch.allclose(g_x, g_x_emb @ model.embedding_matrix().T, atol=1e-5)
+
+
+def test_config_errors_before_compute(small_tokenizer):
+    with pytest.raises(EPOError, match="top_k"):
+        from lmfeatures.epo import validate
+
+        validate(EPOConfig(top_k=10_000), small_tokenizer, len(small_tokenizer))
+    for bad in (EPOConfig(lambda_min=2, lambda_max=1), EPOConfig(restart_lambda=(3, 1)), EPOConfig(n_tokens=1)):
+        with pytest.raises(EPOError):
+            validate(bad, small_tokenizer, len(small_tokenizer))
+
+
+def test_lambdas_log_spaced_and_gcg():
+    lam = EPOConfig(population=5, lambda_min=0.1, lambda_max=10).lambdas()
+    assert torch.allclose(lam, torch.tensor([0.1, 10**-0.5, 1.0, 10**0.5, 10.0]))
+    assert EPOConfig(population=1, lambda_min=0, lambda_max=0).lambdas().tolist() == [0.0]
+
+
+def _planted_model(vocab=32, best=7):
+    """A one-layer micro llama whose MLP neuron 0 reads one token's embedding direction u: the
+    planted token's embedding is 3u (others are shrunk), gate and up rows are 4u, so the neuron's
+    activation silu(4 u.x) * 4 u.x at the last position is largest when the last token is `best`."""
+    model = micro_model("llama", seed=0, vocab_size=vocab, n_layers=1)
+    hm = HookedModel(model)
+    u = F.normalize(torch.ones(hm.d_model), dim=0)
+    mlp = model.model.layers[0].mlp  # test-only surgery on a known architecture
+    with torch.no_grad():
+        w_e = hm.embedding_matrix()
+        w_e.mul_(0.05)
+        w_e[best] = 3.0 * u
+        model.model.layers[0].post_attention_layernorm.weight.fill_(1.0)
+        mlp.gate_proj.weight[0] = 4.0 * u
+        mlp.up_proj.weight[0] = 4.0 * u
+    return hm, best
+
+
+def test_planted_neuron_is_found():
+    hm, best = _planted_model()
+    tok = _Tok(hm.vocab_size)
+    scorer = Scorer(hm, UnitTarget("mlp.0", 0), batch_size=64)
+    # the planted token maximises the neuron among all single last tokens
+    probe = torch.tensor([[1, 2, 3, t] for t in range(1, hm.vocab_size)])
+    assert int(scorer.score(probe)[0].argmax()) + 1 == best
+    cfg = EPOConfig(n_tokens=4, population=4, children=8, top_k=8, iterations=25, restart_every=10,
+                    lambda_min=0.01, lambda_max=0.1, seed=0)  # fmt: skip
+    state = epo(scorer, tok, cfg)
+    winner = state.ids[int(torch.argmax(state.target))]
+    assert int(winner[-1]) == best
+    assert not (state.ids == 0).any()  # the special token is never proposed
+
+
+def test_determinism_same_seed_same_history():
+    hm = HookedModel(micro_model("gpt_neox", seed=4))
+    tok = _Tok(hm.vocab_size)
+    cfg = EPOConfig(n_tokens=5, population=3, children=4, top_k=6, iterations=8, restart_every=4, seed=3)
+
+    def run(c):
+        hist = []
+        state = epo(Scorer(hm, UnitTarget("mlp.1", 2, position="max"), batch_size=16), tok, c,
+                    on_iteration=lambda r: hist.append((r["ids"].tolist(), r["target"].tolist(), r["restart"])))
+        return hist, state
+
+    (h1, s1), (h2, s2) = run(cfg), run(cfg)
+    assert h1 == h2 and torch.equal(s1.ids, s2.ids)
+    assert h1[3][2] is not None and 0.667 <= h1[3][2] <= 6.0  # the restart lambda is drawn and recorded
+    h3, _ = run(EPOConfig(**{**cfg.__dict__, "seed": 4}))
+    assert h3 != h1
+
+
+def test_resume_from_state_equals_uninterrupted_run():
+    hm = HookedModel(micro_model("gpt_neox", seed=4))
+    tok = _Tok(hm.vocab_size)
+    target = UnitTarget("mlp.0", 1)
+    cfg = EPOConfig(n_tokens=4, population=3, children=4, top_k=6, iterations=6, restart_every=3, seed=1)
+    full = epo(Scorer(hm, target, batch_size=16), tok, cfg)
+    half = epo(Scorer(hm, target, batch_size=16), tok, EPOConfig(**{**cfg.__dict__, "iterations": 4}))
+    resumed = epo(Scorer(hm, target, batch_size=16), tok, cfg, state=half)
+    assert torch.equal(full.ids, resumed.ids) and torch.equal(full.target, resumed.target)
+
+
+def test_random_baseline_and_without_replacement_share_the_loop():
+    hm = HookedModel(micro_model("gpt_neox", seed=4))
+    tok = _Tok(hm.vocab_size)
+    scorer = Scorer(hm, UnitTarget("mlp.0", 1), batch_size=16)
+    rnd = epo(scorer, tok, EPOConfig(n_tokens=4, population=3, children=4, iterations=3, proposal="random", top_k=4))
+    assert rnd.iteration == 3
+    worep = epo(scorer, tok, EPOConfig(n_tokens=4, population=4, children=4, top_k=4, iterations=3,
+                                       with_replacement=False))  # fmt: skip
+    # without replacement every slot holds a different prompt
+    assert len({tuple(r) for r in worep.ids.tolist()}) == 4
