@@ -91,8 +91,8 @@ def test_scans_pages_and_report_section(run):
 def test_epo_runs_and_dreaming_section(run):
     results = run / "results"
     base = results / "epo" / "micro-b" / "L1N3"
-    for method in ("epo", "gcg", "random"):
-        frontier = json.loads((base / method / "seed0" / "frontier.json").read_text())
+    for run_dir in (base / "seed0", base / "baselines" / "gcg" / "seed0", base / "baselines" / "random" / "seed0"):
+        frontier = json.loads((run_dir / "frontier.json").read_text())
         assert frontier["frontier"]
         for point in frontier["frontier"]:  # reported prompts are real strings with the reported activation
             assert abs(point["rescored_target"] - point["target"]) < 1e-4

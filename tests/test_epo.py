@@ -164,3 +164,30 @@ def test_random_baseline_and_without_replacement_share_the_loop():
                                        with_replacement=False))  # fmt: skip
     # without replacement every slot holds a different prompt
     assert len({tuple(r) for r in worep.ids.tolist()}) == 4
+
+
+def test_children_take_tokens_from_the_slot_objectives_top_k():
+    """With k = 1 every child's new token is the argmax of d target - lambda_j d xent at the mutated
+    position (banned tokens excluded), computed here by hand from the two gradients."""
+    from lmfeatures.epo import EPOState, _gradient_children
+
+    hm = HookedModel(micro_model("gpt_neox", seed=5))
+    scorer = Scorer(hm, UnitTarget("mlp.1", 4), batch_size=16)
+    ids = torch.tensor([[3, 8, 9, 4], [3, 8, 9, 4], [7, 1, 2, 5]])  # two slots share a prompt
+    t, x = scorer.score(ids)
+    state = EPOState(0, ids, t, x)
+    lambdas = torch.tensor([0.0, 5.0, 1.0])
+    banned = torch.zeros(hm.vocab_size, dtype=torch.bool)
+    banned[0] = True
+    cfg = EPOConfig(n_tokens=4, population=3, children=6, top_k=1)
+    children = _gradient_children(scorer, state, cfg, lambdas, banned, torch.Generator().manual_seed(0)).view(3, 6, 4)
+    _, _, g_t, g_x = scorer.gradients(ids)
+    for j in range(3):
+        best = (g_t[j] - lambdas[j] * g_x[j]).masked_fill(banned, -math.inf).argmax(-1)  # [n]
+        for child in children[j]:
+            changed = (child != ids[j]).nonzero().flatten().tolist()
+            assert len(changed) <= 1
+            for i in changed:
+                assert int(child[i]) == int(best[i])
+    # slots 0 and 1 hold the same prompt but different lambdas: their proposals differ
+    assert not torch.equal((g_t[0] - 0.0 * g_x[0]).argmax(-1), (g_t[1] - 5.0 * g_x[1]).argmax(-1))

@@ -69,8 +69,10 @@ def fluency_dir():
 
 def epo_run_dirs(model, neuron):
     epo = config["epo"]
-    runs = [("epo", s) for s in epo["seeds"]] + [(b, s) for b in epo["baselines"] for s in epo["baseline_seeds"]]
-    return [f"{RESULTS}/epo/{model}/{neuron}/{method}/seed{seed}" for method, seed in runs]
+    base = f"{RESULTS}/epo/{model}/{neuron}"
+    return [f"{base}/seed{s}" for s in epo["seeds"]] + [
+        f"{base}/baselines/{b}/seed{s}" for b in epo["baselines"] for s in epo["baseline_seeds"]
+    ]
 
 
 def epo_targets():

@@ -24,18 +24,18 @@ rule epo_run:
         model=model_dir("{model}"),
         fluency=lambda wc: fluency_dir(),
     output:
-        directory(f"{RESULTS}/epo/{{model}}/{{neuron}}/{{method}}/seed{{seed}}"),
+        directory(f"{RESULTS}/epo/{{model}}/{{neuron}}/seed{{seed}}"),
     wildcard_constraints:
         neuron=r"L\d+N\d+",
-        method="epo|gcg|random",
         seed=r"\d+",
     params:
+        method="epo",
         epo=config["epo"],
         config=config_part("seed", "device", "epo"),
         device=config["device"],
     threads: config["epo"]["threads"]
     log:
-        f"{RESULTS}/logs/epo/{{model}}/{{neuron}}/{{method}}/seed{{seed}}.log",
+        f"{RESULTS}/logs/epo/{{model}}/{{neuron}}/seed{{seed}}.log",
     resources:
         mem_mb=4000,
         runtime=30,
@@ -43,6 +43,22 @@ rule epo_run:
         "../envs/lmfeatures.yaml"
     script:
         "../scripts/epo_run.py"
+
+
+use rule epo_run as epo_baseline with:
+    output:
+        directory(f"{RESULTS}/epo/{{model}}/{{neuron}}/baselines/{{method}}/seed{{seed}}"),
+    wildcard_constraints:
+        neuron=r"L\d+N\d+",
+        method="gcg|random",
+        seed=r"\d+",
+    params:
+        method=lambda wc: wc.method,
+        epo=config["epo"],
+        config=config_part("seed", "device", "epo"),
+        device=config["device"],
+    log:
+        f"{RESULTS}/logs/epo/{{model}}/{{neuron}}/baselines/{{method}}/seed{{seed}}.log",
 
 
 rule epo_compare:
