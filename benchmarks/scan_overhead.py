@@ -22,7 +22,7 @@ from lmfeatures.scan import ScanConfig, Windows, scan
 
 REPO = Path(__file__).resolve().parents[1]
 N_WINDOWS = 256  # 32k tokens per timed run
-REPEATS = 3
+REPEATS = 5
 
 
 def default_model() -> tuple[HookedModel, str]:

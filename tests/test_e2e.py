@@ -62,7 +62,7 @@ def test_rerun_has_nothing_to_do(run):
     assert "Nothing to be done" in out
 
 
-def test_config_typo_stops_before_any_job(run, tmp_path):
+def test_config_typo_stops_before_any_job(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text((REPO / "config" / "test.yaml").read_text().replace("steps: 30", "stpes: 30"))
     result = snakemake(tmp_path, "--configfile", str(bad), "--dry-run", check=False)
@@ -110,3 +110,18 @@ def test_probe_cli_prints_plain_activations_when_piped(run):
     assert "\x1b[" not in out.stdout and "max " in out.stdout and "rank" in out.stdout
     bad = subprocess.run(cmd[:-7] + ["--layer", "9", "--neuron", "0", "x"], cwd=run, capture_output=True, text=True)
     assert bad.returncode == 2 and "out of range" in bad.stderr
+
+
+def test_unavailable_hub_model_stops_at_once(tmp_path, monkeypatch):
+    cfg = (REPO / "config" / "test.yaml").read_text().replace(
+        "models:\n", "models:\n  - {name: ghost, source: nobody-here/ghost-model}\n", 1
+    )
+    path = tmp_path / "hub.yaml"
+    path.write_text(cfg)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    result = snakemake(tmp_path, "--configfile", str(path), check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "model 'ghost': 'nobody-here/ghost-model' is neither a local directory nor in the Hugging Face cache" in out
+    assert not (tmp_path / "results").exists()  # nothing was started, nothing half-written

@@ -130,16 +130,18 @@ def test_scan_is_reproducible_and_round_trips(tmp_path):
         loaded.check_unit("mlp.1", 10_000)
 
 
-def test_compiled_batch_partials_match_eager():
-    from lmfeatures.scan import batch_partials
+def test_compiled_batch_kernels_match_eager():
+    from lmfeatures.scan import batch_histogram, batch_partials
 
     g = torch.Generator().manual_seed(0)
     acts = torch.randn(4, 8, 24, generator=g)
     valid = torch.ones(4, 8, dtype=torch.bool)
     valid[3, :5] = False
     shift, inv_width = torch.zeros(24), torch.full((24,), 8.0)
-    eager = batch_partials(acts, valid, shift, inv_width, 0.5)
-    compiled = torch.compile(batch_partials, dynamic=False)(acts, valid, shift, inv_width, 0.5)
+    eager = batch_partials(acts, valid, shift, 0.5) + (batch_histogram(acts, valid, inv_width),)
+    compiled = torch.compile(batch_partials, dynamic=False)(acts, valid, shift, 0.5) + (
+        torch.compile(batch_histogram, dynamic=False)(acts, valid, inv_width),
+    )
     for name, a, b in zip(["win_max", "win_arg", "sums", "max", "min", "hist"], eager, compiled):
         if name == "sums":
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-4), name

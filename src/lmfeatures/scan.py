@@ -105,18 +105,17 @@ def make_windows(docs: list[list[int]], context_length: int, max_tokens: int | N
     )  # fmt: skip
 
 
-def batch_partials(acts: torch.Tensor, valid: torch.Tensor, shift: torch.Tensor, inv_width: torch.Tensor,
+def batch_partials(acts: torch.Tensor, valid: torch.Tensor, shift: torch.Tensor,
                    threshold: float) -> tuple[torch.Tensor, ...]:  # fmt: skip
-    """Everything the scan needs from one batch, in as few passes over memory as possible.
+    """Everything the scan needs from one batch but the histogram, in as few passes as possible.
 
     acts [batch, pos, units] float32; valid [batch, pos] bool; shift [units] (≈ running mean, so
-    float32 power sums do not cancel); inv_width [units] = 1 / histogram bin width.
+    float32 power sums do not cancel).
     Returns
         win_max, win_arg  [batch, units]   max over valid positions and its position
         sums              [6, units]       Σd, Σd², Σd³, Σd⁴ (d = x - shift), #(x > 0), #(x > threshold)
         unit_max, unit_min [units]
-        hist              [units * HIST_BINS] counts of this batch, with the given widths
-    Pure tensor code, so `torch.compile` can fuse it into one or two loops.
+    Pure tensor code, so `torch.compile` can fuse it.
     """
     v = valid[..., None]
     win_max, win_arg = acts.masked_fill(~v, -math.inf).max(dim=1)
@@ -128,21 +127,30 @@ def batch_partials(acts: torch.Tensor, valid: torch.Tensor, shift: torch.Tensor,
                         ((x > 0).to(x.dtype) * vf).sum(0), ((x > threshold).to(x.dtype) * vf).sum(0)])  # fmt: skip
     unit_max = torch.where(vf > 0, x, -math.inf).amax(0)
     unit_min = torch.where(vf > 0, x, math.inf).amin(0)
+    return win_max, win_arg, sums, unit_max, unit_min
+
+
+def batch_histogram(acts: torch.Tensor, valid: torch.Tensor, inv_width: torch.Tensor) -> torch.Tensor:
+    """Counts of one batch in each unit's HIST_BINS bins of width 1 / inv_width, anchored at 0:
+    acts [batch, pos, units] -> [units * HIST_BINS]. Widths must already hold every value."""
     half = HIST_BINS // 2
+    x = acts.flatten(0, 1)
+    vf = valid[..., None].flatten(0, 1).to(x.dtype)
     offset = half + torch.arange(x.shape[1], device=x.device) * HIST_BINS
     # floor before any offset is added: adding first would round values just below an edge up in float32
     idx = (x * inv_width).floor().clamp(-half, half - 1).to(torch.int64) + offset
     hist = torch.zeros(x.shape[1] * HIST_BINS, device=x.device, dtype=x.dtype)
-    hist = hist.scatter_add(0, idx.flatten(), vf.expand_as(x).flatten())
-    return win_max, win_arg, sums, unit_max, unit_min, hist
+    return hist.scatter_add(0, idx.flatten(), vf.expand_as(x).flatten())
 
 
 class _Accumulator:
     """Running statistics of one hook point over [units]: merges of per-batch partials, on the device."""
 
-    def __init__(self, n_units: int, k: int, threshold: float, device: torch.device, partials=batch_partials):
+    def __init__(self, n_units: int, k: int, threshold: float, device: torch.device,
+                 kernels=(batch_partials, batch_histogram)):  # fmt: skip
         f64 = dict(dtype=torch.float64, device=device)
-        self.k, self.threshold, self.partials = k, threshold, partials
+        self.k, self.threshold = k, threshold
+        self.partials, self.histogram = kernels
         self.top_values = torch.full((k, n_units), -math.inf, device=device)
         self.top_window = torch.full((k, n_units), -1, dtype=torch.int64, device=device)
         self.top_pos = torch.full((k, n_units), -1, dtype=torch.int64, device=device)
@@ -168,13 +176,9 @@ class _Accumulator:
             self.bin_width = torch.exp2(torch.floor(torch.log2(absmax / half)) + 1)
             self.mean = x.double().mean(0)
         shift = self.mean.float()
-        win_max, win_arg, sums, bmax, bmin, hist = self.partials(acts, valid, shift, 1 / self.bin_width, self.threshold)
-        absmax = torch.maximum(bmax.abs(), bmin.abs())
-        if bool((absmax >= half * self.bin_width).any()):  # rare after the first batches
-            self._grow(absmax)
-            win_max, win_arg, sums, bmax, bmin, hist = self.partials(acts, valid, shift, 1 / self.bin_width,
-                                                                     self.threshold)  # fmt: skip
-        self.hist += hist.view_as(self.hist)
+        win_max, win_arg, sums, bmax, bmin = self.partials(acts, valid, shift, self.threshold)
+        self._grow(torch.maximum(bmax.abs(), bmin.abs()))  # widen ranges first, then count once
+        self.hist += self.histogram(acts, valid, 1 / self.bin_width).view_as(self.hist)
         # top-k over windows: the running top-k and this batch's window maxima, one topk
         cand_v = torch.cat([self.top_values, win_max])
         cand_w = torch.cat([self.top_window, window_ids[:, None].expand_as(win_max)])
@@ -253,13 +257,13 @@ def _interval_samples(win_max: np.ndarray, unit_max: np.ndarray, cfg: ScanConfig
     return out
 
 
-def _partials_fn(mode: str, n_activations: int):
-    """batch_partials, compiled when asked or when the scan is large enough to repay compilation."""
+def _kernels(mode: str, n_activations: int):
+    """(batch_partials, batch_histogram), compiled when asked or when the scan repays compilation."""
     if mode not in ("auto", "always", "never"):
         raise ScanError(f"scan.compile={mode!r} is not one of: auto, always, never")
     if mode == "always" or (mode == "auto" and n_activations >= COMPILE_MIN_ACTIVATIONS):
-        return torch.compile(batch_partials, dynamic=False)
-    return batch_partials
+        return torch.compile(batch_partials, dynamic=False), torch.compile(batch_histogram, dynamic=False)
+    return batch_partials, batch_histogram
 
 
 def _hook_names(model: HookedModel, kinds: list[str]) -> list[str]:
@@ -285,8 +289,8 @@ def scan(model: HookedModel, windows: Windows, cfg: ScanConfig, table_dir: Path,
     device = model.device
     n_win = len(windows.doc)
     n_tokens = int((cfg.context_length - windows.valid_from).sum())
-    partials = _partials_fn(cfg.compile, n_tokens * sum(dims.values()))
-    acc = {h: _Accumulator(dims[h], min(cfg.top_k, n_win), cfg.density_threshold, device, partials)
+    kernels = _kernels(cfg.compile, n_tokens * sum(dims.values()))
+    acc = {h: _Accumulator(dims[h], min(cfg.top_k, n_win), cfg.density_threshold, device, kernels)
            for h in hooks}  # fmt: skip
     tables = {h: np.lib.format.open_memmap(table_dir / f"{h}.winmax.npy", "w+", np.float16, (n_win, dims[h]))
               for h in hooks}  # fmt: skip
