@@ -22,7 +22,7 @@ from lmfeatures.hooks import HookedModel
 from lmfeatures.models import family_config, init_model, load_model
 
 REPO = Path(__file__).resolve().parents[1]
-ITERATIONS = 20
+ITERATIONS = 60
 
 
 def default_model():

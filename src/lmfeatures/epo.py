@@ -157,8 +157,9 @@ class Scorer:
 
 def xent(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy of each prompt: logits [batch, n, V], ids [batch, n] -> [batch]."""
-    per_token = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none")
-    return per_token.view(ids.shape[0], -1).mean(1)
+    lg = logits[:, :-1].float()  # a view for float32 logits: no copy of [batch, n - 1, V]
+    nll = torch.logsumexp(lg, dim=-1) - lg.gather(-1, ids[:, 1:, None]).squeeze(-1)  # [batch, n - 1]
+    return nll.mean(1)
 
 
 def auto_batch_size(model: HookedModel, fluency: HookedModel | None, n_tokens: int = 16) -> int:
@@ -390,7 +391,7 @@ def epo_run_stage(model_dir: str, out_dir: str, neuron: str, method: str, params
             history.append({"iteration": r["iteration"], "ids": ids, "target": t, "xent": x, "kept": k,
                             "restart_lambda": r["restart"], "seconds": r["seconds"]})  # fmt: skip
         bar.update(1)
-        bar.set_postfix(best=f"{max(h['target'] for h in history) if history else float('nan'):.3f}")
+        bar.set_postfix(best=f"{max(h['target'] for h in history):.3f}")
 
     if state is None:  # the initial population is part of the history (iteration 0)
         state = epo(scorer, tok, EPOConfig(**{**cfg.__dict__, "iterations": 0}))

@@ -68,9 +68,10 @@ def epo_compare_stage(model_dir: str, scan_dir: str, run_dirs: list[str], out_di
     for method, df in hist.groupby("method"):
         best = {f"xent<{t:g}": best_below(df, t) for t in THRESHOLDS}
         per_seed = [b["target"] for _, g in df.groupby("seed") if (b := best_below(g, 6.0))]
+        per_seed_any = [float(g["target"].max()) for _, g in df.groupby("seed")]
         summary["methods"][method] = {
             "best": best, "n_scored": len(df), "seeds": int(df["seed"].nunique()),
-            "best_xent<6_per_seed": per_seed,
+            "best_xent<6_per_seed": per_seed, "best_any_per_seed": per_seed_any,
             "ratio_to_dataset_max": {k: (v["target"] / scan_max if v and scan_max > 0 else None) for k, v in best.items()},
         }  # fmt: skip
     with atomic_path(out_dir, directory=True) as tmp:
@@ -197,6 +198,11 @@ def epo_summary_stage(compare_dirs: dict[str, str], run_dirs: dict[str, list[str
         extra = ""
         if unc and unc["target"] > s["dataset_max"]:
             extra = f" Without the fluency constraint it reached {unc['target']:.2f} (xent {unc['xent']:.2f})."
+        trapped = [v for v in e.get("best_any_per_seed", []) if v <= 0]
+        if trapped:  # GELU's negative tail: its gradient points to ever more negative pre-activations
+            extra += (f" {len(trapped)} of {len(e['best_any_per_seed'])} seeds never found a positive activation: "
+                      "from a start deep in the negative tail of a GELU-like activation, the one-hot gradient leads towards ever more "
+                      "negative pre-activations, where the activation approaches 0 from below.")  # fmt: skip
         paragraphs.append(f"**{k}.** EPO {verdict}.{extra} The top dataset example, cut to the same length, "
                           f"scores {top['target']:.2f} at xent {top['xent']:.2f}.")  # fmt: skip
     section = [
