@@ -191,3 +191,26 @@ def test_children_take_tokens_from_the_slot_objectives_top_k():
                 assert int(child[i]) == int(best[i])
     # slots 0 and 1 hold the same prompt but different lambdas: their proposals differ
     assert not torch.equal((g_t[0] - 0.0 * g_x[0]).argmax(-1), (g_t[1] - 5.0 * g_x[1]).argmax(-1))
+
+
+def test_stage_inputs_are_checked_before_compute(tmp_path, small_corpus, small_tokenizer):
+    from lmfeatures.epo import build_scorer
+    from lmfeatures.tokenizer import TokenizerConfig, train_tokenizer
+
+    def save(name, tok):
+        path = tmp_path / name
+        micro_model("gpt_neox", vocab_size=len(tok)).save_pretrained(path)
+        tok.save_pretrained(path)
+        return str(path)
+
+    main = save("main", small_tokenizer)
+    other = save("other", train_tokenizer(small_corpus[0]["train"], TokenizerConfig(vocab_size=300)))
+    params = {"n_tokens": 4}
+    scorer, tok = build_scorer(main, "L1N3", params, "cpu")
+    assert scorer.target.hook == "mlp.1" and scorer.target.index == 3
+    with pytest.raises(EPOError, match="index 999 is outside layer 1"):
+        build_scorer(main, "L1N999", params, "cpu")
+    with pytest.raises(ValueError, match="layer 7 is out of range"):
+        build_scorer(main, "L7N0", params, "cpu")
+    with pytest.raises(EPOError, match="different tokenizer"):
+        build_scorer(main, "L1N3", params, "cpu", fluency_dir=other)

@@ -63,8 +63,7 @@ def epo_compare_stage(model_dir: str, scan_dir: str, run_dirs: list[str], out_di
     data = dataset_examples(scan_dir, model_dir, neuron, scorer, tok, int(params["n_tokens"]))
     scan_max = float(data["scan_max"].iloc[0])
     summary = {"neuron": neuron, "dataset_max": scan_max, "dataset_cut_max": float(data["target"].max()),
-               "dataset_top": {"text": data["text"].iloc[0], "target": float(data["target"].iloc[0]),
-                               "xent": float(data["xent"].iloc[0])}, "methods": {}}  # fmt: skip
+               "dataset_top": best_below(data, math.inf), "methods": {}}  # fmt: skip
     for method, df in hist.groupby("method"):
         best = {f"xent<{t:g}": best_below(df, t) for t in THRESHOLDS}
         per_seed = [b["target"] for _, g in df.groupby("seed") if (b := best_below(g, 6.0))]
@@ -180,7 +179,7 @@ def epo_summary_stage(compare_dirs: dict[str, str], run_dirs: dict[str, list[str
                      f"{cell(b.get('xent<inf'))} | {'—' if ratio is None else f'{ratio:.2f}'} | {seeds} | "
                      f"{gcg} | {cell(r)} |")  # fmt: skip
         top = s["dataset_top"]
-        prompts.append(f"| {k} | dataset top example (cut) | {_md(top['text'])} | {top['target']:.2f} | {top['xent']:.2f} |")
+        prompts.append(f"| {k} | best dataset example (cut) | {_md(top['text'])} | {top['target']:.2f} | {top['xent']:.2f} |")
         for name, key in (("xent < 4", "xent<4"), ("xent < 6", "xent<6"), ("unconstrained", "xent<inf")):
             if b.get(key):
                 prompts.append(f"| {k} | {name} | {_md(b[key]['text'])} | {b[key]['target']:.2f} | {b[key]['xent']:.2f} |")
@@ -196,15 +195,15 @@ def epo_summary_stage(compare_dirs: dict[str, str], run_dirs: dict[str, list[str
                        f"at xent {in_dist['xent']:.2f} against {s['dataset_max']:.2f}")  # fmt: skip
         unc = b.get("xent<inf")
         extra = ""
-        if unc and unc["target"] > s["dataset_max"]:
+        if unc and unc["target"] > max(s["dataset_max"], in_dist["target"] if in_dist else -math.inf):
             extra = f" Without the fluency constraint it reached {unc['target']:.2f} (xent {unc['xent']:.2f})."
         trapped = [v for v in e.get("best_any_per_seed", []) if v <= 0]
         if trapped:  # GELU's negative tail: its gradient points to ever more negative pre-activations
             extra += (f" {len(trapped)} of {len(e['best_any_per_seed'])} seeds never found a positive activation: "
                       "from a start deep in the negative tail of a GELU-like activation, the one-hot gradient leads towards ever more "
                       "negative pre-activations, where the activation approaches 0 from below.")  # fmt: skip
-        paragraphs.append(f"**{k}.** EPO {verdict}.{extra} The top dataset example, cut to the same length, "
-                          f"scores {top['target']:.2f} at xent {top['xent']:.2f}.")  # fmt: skip
+        paragraphs.append(f"**{k}.** EPO {verdict}.{extra} The best of the neuron's top dataset examples, cut to "
+                          f"the same length, scores {top['target']:.2f} at xent {top['xent']:.2f}.")  # fmt: skip
     section = [
         f"![Activation against prompt cross-entropy for each neuron. Orange: EPO candidates, per-seed frontiers "
         f"(thin) and the frontier over all seeds (thick); purple: GCG; grey: random prompts; green stars: the "
@@ -212,9 +211,10 @@ def epo_summary_stage(compare_dirs: dict[str, str], run_dirs: dict[str, list[str
         f"maximum (full-context windows); dotted: xent 4 and 6.]({figure_ref}){{#fig-epo-frontiers}}",
         "\n\n".join(paragraphs),
         "Best activation at each fluency threshold (merged over seeds), its ratio to the dataset maximum, "
-        "the spread over seeds, and the baselines:",
+        "the spread over seeds, and the baselines (GCG with its cross-entropy):",
         "\n".join(lines),
-        "The best prompts at each threshold next to the neuron's top dataset example:",
+        "The best prompts at each threshold next to the best of the neuron's top dataset examples cut to the "
+        "same length:",
         "\n".join(prompts),
     ]
     with atomic_path(section_md) as tmp:
