@@ -36,8 +36,6 @@ def _one_line(error: jsonschema.ValidationError) -> str:
         extra = sorted(set(error.instance) - set(allowed))
         key = ".".join(p for p in (where if error.absolute_path else "", extra[0]) if p)
         return f"config key {key!r}: unknown key (allowed here: {', '.join(allowed)})"
-    if error.validator == "required":
-        return f"config key {where!r}: {error.message}"
     return f"config key {where!r}: {error.message}"
 
 

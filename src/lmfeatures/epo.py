@@ -344,11 +344,11 @@ def build_scorer(model_dir: str, neuron_text: str, params: dict, device: str, fl
     dev = resolve_device(device)
     model, tok = load_model(model_dir, dev)
     hooked = HookedModel(model)
-    layer, index = (int(p) for p in neuron_text[1:].split("N"))
-    neuron = Neuron(layer, index)
+    neuron = Neuron.from_name(neuron_text)
     hooked.check_hook(neuron.hook)
-    if not 0 <= index < hooked.d_mlp:
-        raise EPOError(f"neuron {neuron_text}: index {index} is outside layer {layer} (0-{hooked.d_mlp - 1})")
+    if not 0 <= neuron.index < hooked.d_mlp:
+        raise EPOError(f"neuron {neuron_text}: index {neuron.index} is outside layer {neuron.layer} "
+                       f"(0-{hooked.d_mlp - 1})")  # fmt: skip
     fluency = None
     if fluency_dir:
         f_model, f_tok = load_model(fluency_dir, dev)
@@ -356,7 +356,7 @@ def build_scorer(model_dir: str, neuron_text: str, params: dict, device: str, fl
             raise EPOError(f"the fluency model at {fluency_dir} has a different tokenizer than {model_dir}; "
                            "EPO needs the same token ids in both")  # fmt: skip
         fluency = HookedModel(f_model)
-    target = UnitTarget(neuron.hook, index, position=params.get("position", "last"))
+    target = UnitTarget(neuron.hook, neuron.index, position=params.get("position", "last"))
     return Scorer(hooked, target, fluency, params.get("batch_size")), tok
 
 
@@ -390,14 +390,13 @@ def epo_run_stage(model_dir: str, out_dir: str, neuron: str, method: str, params
         for ids, t, x, k in zip(r["ids"].tolist(), r["target"].tolist(), r["xent"].tolist(), r["kept"].tolist()):
             history.append({"iteration": r["iteration"], "ids": ids, "target": t, "xent": x, "kept": k,
                             "restart_lambda": r["restart"], "seconds": r["seconds"]})  # fmt: skip
-        bar.update(1)
+        bar.update(1 if r["iteration"] else 0)  # iteration 0 is the initial population
         bar.set_postfix(best=f"{max(h['target'] for h in history):.3f}")
 
     if state is None:  # the initial population is part of the history (iteration 0)
         state = epo(scorer, tok, EPOConfig(**{**cfg.__dict__, "iterations": 0}))
         record({"iteration": 0, "ids": state.ids.cpu(), "target": state.target.cpu(), "xent": state.xent.cpu(),
                 "kept": torch.ones(len(state.ids), dtype=torch.int64), "restart": None, "seconds": 0.0})  # fmt: skip
-        bar.update(-1)
     while state.iteration < cfg.iterations:
         stop = min(cfg.iterations, (state.iteration // CHECKPOINT_EVERY + 1) * CHECKPOINT_EVERY)
         state = epo(scorer, tok, EPOConfig(**{**cfg.__dict__, "iterations": stop}), state, record)

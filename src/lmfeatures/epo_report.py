@@ -16,6 +16,7 @@ import torch  # noqa: E402
 
 from .epo import build_scorer, pareto_front  # noqa: E402
 from .io import atomic_path, write_json, write_provenance  # noqa: E402
+from .neurons import Neuron  # noqa: E402
 from .scan import load_scan  # noqa: E402
 
 THRESHOLDS = (4.0, 6.0, math.inf)  # xent < 6 counts as in-distribution (paper: real 12-token text ~3.7 ± 1.1)
@@ -30,11 +31,22 @@ def best_below(df: pd.DataFrame, threshold: float) -> dict | None:
     return {"text": r["text"], "target": float(r["target"]), "xent": float(r["xent"])}
 
 
+def load_runs(run_dirs: list[str]) -> pd.DataFrame:
+    """Every scored candidate of these runs: text, target, xent, method, seed."""
+    runs = []
+    for d in run_dirs:
+        meta = json.loads((Path(d) / "frontier.json").read_text())
+        h = pd.read_parquet(Path(d) / "history.parquet", columns=["text", "target", "xent"])
+        h["method"], h["seed"] = meta["method"], meta["seed"]
+        runs.append(h)
+    return pd.concat(runs, ignore_index=True)
+
+
 def dataset_examples(scan_dir: str, model_dir: str, neuron: str, scorer, tokenizer, n_tokens: int) -> pd.DataFrame:
     """The neuron's top dataset windows cut to n_tokens ending at their max token, scored like prompts."""
     scan = load_scan(scan_dir, model_dir=model_dir)
-    layer, index = (int(p) for p in neuron[1:].split("N"))
-    h = f"mlp.{layer}"
+    n = Neuron.from_name(neuron)
+    h, index = n.hook, n.index
     rows = []
     for k in range(scan[f"{h}.top_window"].shape[0]):
         w, p = int(scan[f"{h}.top_window"][k, index]), int(scan[f"{h}.top_pos"][k, index])
@@ -53,13 +65,7 @@ def epo_compare_stage(model_dir: str, scan_dir: str, run_dirs: list[str], out_di
     """Per neuron: merge runs, score the dataset's top examples the same way, write compare.json and the figure."""
     torch.set_num_threads(threads)
     scorer, tok = build_scorer(model_dir, neuron, params, device, fluency_dir)
-    runs = []
-    for d in run_dirs:
-        meta = json.loads((Path(d) / "frontier.json").read_text())
-        h = pd.read_parquet(Path(d) / "history.parquet", columns=["text", "target", "xent"])
-        h["method"], h["seed"] = meta["method"], meta["seed"]
-        runs.append(h)
-    hist = pd.concat(runs, ignore_index=True)
+    hist = load_runs(run_dirs)
     data = dataset_examples(scan_dir, model_dir, neuron, scorer, tok, int(params["n_tokens"]))
     scan_max = float(data["scan_max"].iloc[0])
     summary = {"neuron": neuron, "dataset_max": scan_max, "dataset_cut_max": float(data["target"].max()),
@@ -141,14 +147,8 @@ def epo_summary_stage(compare_dirs: dict[str, str], run_dirs: dict[str, list[str
     rows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.9 * rows), squeeze=False)
     for ax, k in zip(axes.flat, keys):
-        hist = []
-        for d in run_dirs[k]:
-            meta = json.loads((Path(d) / "frontier.json").read_text())
-            h = pd.read_parquet(Path(d) / "history.parquet", columns=["text", "target", "xent"])
-            h["method"], h["seed"] = meta["method"], meta["seed"]
-            hist.append(h)
         data = pd.read_parquet(Path(compare_dirs[k]) / "dataset_examples.parquet")
-        frontier_figure(pd.concat(hist, ignore_index=True), data, summaries[k]["dataset_max"], k, None, ax=ax)
+        frontier_figure(load_runs(run_dirs[k]), data, summaries[k]["dataset_max"], k, None, ax=ax)
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()

@@ -6,6 +6,7 @@ config as "layer.index", e.g. "2.117".
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,14 @@ class Neuron:
         except ValueError:
             raise ValueError(f"neuron {text!r} is not of the form 'layer.index', e.g. '2.117'") from None
         return cls(layer, index)
+
+    @classmethod
+    def from_name(cls, name: str) -> "Neuron":
+        """The inverse of `name`: 'L2N117' -> Neuron(2, 117)."""
+        m = re.fullmatch(r"L(\d+)N(\d+)", name)
+        if m is None:
+            raise ValueError(f"neuron name {name!r} is not of the form 'L<layer>N<index>', e.g. 'L2N117'")
+        return cls(int(m.group(1)), int(m.group(2)))
 
 
 @dataclass
