@@ -201,8 +201,9 @@ def neuron_pages_stage(model_name: str, model_dir: str, scan_dir: str, out_dir: 
     acts = token_activations(hooked, scan.windows.ids[needed], list(chosen))
     chosen_set = set(chosen)
     pages, rows = {}, []
+    concentration = {h: token_concentration(scan, h) for h in {n.hook for n in chosen}}  # once per layer
     for i, n in enumerate(chosen):
-        share, mode = token_concentration(scan, n.hook)
+        share, mode = concentration[n.hook]
         same = [(layer, float(scan[f"mlp.{layer}.max"][n.index]) if n.index < scan[f"mlp.{layer}.max"].numel()
                  else float("nan"), page_name(Neuron(layer, n.index)) if Neuron(layer, n.index) in chosen_set else None)
                 for layer in range(scan.meta["n_layers"])]  # fmt: skip
