@@ -14,6 +14,6 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         rules.report.output.html,
-    default_target: True

@@ -74,12 +74,18 @@ def main() -> None:
     for _ in range(ITERATIONS):
         bare_iteration()
     t_bare = time.perf_counter() - t0
-    print(f"model: {label}; EPO M={cfg.population} r={cfg.children} k={cfg.top_k} n={cfg.n_tokens}; "
-          f"{ITERATIONS} iterations; batch size {scorer.batch_size}")  # fmt: skip
-    print(f"EPO: {n_candidates} new candidates scored ({n_candidates / t_epo:,.0f} / s), "
-          f"{1000 * t_epo / ITERATIONS:.1f} ms / iteration")  # fmt: skip
-    print(f"bare: {per_iter} candidates forward + {cfg.population} forward+backward per iteration, "
-          f"{1000 * t_bare / ITERATIONS:.1f} ms / iteration ({per_iter * ITERATIONS / t_bare:,.0f} candidates / s)")  # fmt: skip
+    print(
+        f"model: {label}; EPO M={cfg.population} r={cfg.children} k={cfg.top_k} n={cfg.n_tokens}; "
+        f"{ITERATIONS} iterations; batch size {scorer.batch_size}"
+    )
+    print(
+        f"EPO: {n_candidates} new candidates scored ({n_candidates / t_epo:,.0f} / s), "
+        f"{1000 * t_epo / ITERATIONS:.1f} ms / iteration"
+    )
+    print(
+        f"bare: {per_iter} candidates forward + {cfg.population} forward+backward per iteration, "
+        f"{1000 * t_bare / ITERATIONS:.1f} ms / iteration ({per_iter * ITERATIONS / t_bare:,.0f} candidates / s)"
+    )
     print(f"epo/bare time ratio: {t_epo / t_bare:.3f}")
 
 

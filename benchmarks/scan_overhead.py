@@ -9,7 +9,6 @@ full forward with logits is printed for reference. Prints `scan/forward time rat
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,8 +43,13 @@ def main() -> None:
     cfg = ScanConfig(compile="always")
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, model.vocab_size, (N_WINDOWS, cfg.context_length), generator=gen)
-    windows = Windows(doc=torch.arange(N_WINDOWS), start=torch.zeros(N_WINDOWS, dtype=torch.int64),
-                      valid_from=torch.zeros(N_WINDOWS, dtype=torch.int64), ids=ids, skipped_short_docs=0)  # fmt: skip
+    windows = Windows(
+        doc=torch.arange(N_WINDOWS),
+        start=torch.zeros(N_WINDOWS, dtype=torch.int64),
+        valid_from=torch.zeros(N_WINDOWS, dtype=torch.int64),
+        ids=ids,
+        skipped_short_docs=0,
+    )
     last = f"resid.{model.n_layers - 1}"
 
     def bare() -> None:
@@ -59,8 +63,7 @@ def main() -> None:
                 model.model(input_ids=ids[b : b + cfg.batch_size], use_cache=False)
 
     def scanned() -> None:
-        with tempfile.TemporaryDirectory() as tables:
-            scan(model, windows, cfg, Path(tables), desc="benchmark scan")
+        scan(model, windows, cfg, desc="benchmark scan")
 
     times = {"bare": [], "full": [], "scan": []}
     bare()  # warm-up
@@ -74,12 +77,16 @@ def main() -> None:
             times[name].append(time.perf_counter() - t0)
     best = {k: min(v) for k, v in times.items()}
     tokens = N_WINDOWS * cfg.context_length
-    print(f"model: {label}; {model.n_layers} layers x {model.d_mlp} neurons; {tokens:,} tokens, batches of "
-          f"{cfg.batch_size} x {cfg.context_length}; best of {REPEATS}")  # fmt: skip
+    print(
+        f"model: {label}; {model.n_layers} layers x {model.d_mlp} neurons; {tokens:,} tokens, batches of "
+        f"{cfg.batch_size} x {cfg.context_length}; best of {REPEATS}"
+    )
     print(f"bare forward (to last layer): {best['bare']:.3f} s ({tokens / best['bare']:,.0f} tok/s)")
     print(f"full forward with logits:     {best['full']:.3f} s")
-    print(f"scan:                         {best['scan']:.3f} s ({tokens / best['scan']:,.0f} tok/s); "
-          f"first run incl. compilation {warmup:.1f} s")
+    print(
+        f"scan:                         {best['scan']:.3f} s ({tokens / best['scan']:,.0f} tok/s); "
+        f"first run incl. compilation {warmup:.1f} s"
+    )
     print(f"scan/forward time ratio: {best['scan'] / best['bare']:.3f}")
 
 

@@ -51,3 +51,19 @@ def test_error_is_one_line():
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("config/nope.yaml")
+
+
+def test_stage_neuron_overrides_merge_over_the_shared_selection():
+    from lmfeatures.config import neuron_spec
+
+    cfg = load_config("config/config.yaml")
+    epo = neuron_spec(cfg, "epo")
+    assert epo["layers"] == [1, 3] and epo["top_per_layer"] == 1 and epo["explicit"] == cfg["neurons"]["explicit"]
+    assert neuron_spec(cfg) == cfg["neurons"] and cfg["neurons"]["top_per_layer"] == 3  # schema defaults
+    with pytest.raises(ConfigError, match=r"'epo.neurons.top_per_layr': unknown key"):
+        _check(lambda c: c["epo"]["neurons"].update(top_per_layr=2))
+
+
+def test_epo_settings_are_checked_at_validation():
+    with pytest.raises(ConfigError, match="config key 'epo': epo lambda range"):
+        _check(lambda c: c["epo"].update(lambda_min=5.0, lambda_max=1.0))

@@ -1,7 +1,9 @@
 """One end-to-end run of the DAG on config/test.yaml in a temporary directory (budget: < 3 min)."""
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +15,20 @@ pytestmark = pytest.mark.e2e
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", "--configfile", str(REPO / "config" / "test.yaml"), *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        "--configfile",
+        str(REPO / "config" / "test.yaml"),
+        *args,
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
@@ -62,6 +76,51 @@ def test_rerun_has_nothing_to_do(run):
     assert "Nothing to be done" in out
 
 
+def _jobs_in_dry_run(out: str) -> set[str]:
+    """Rule names in the job-count table that `snakemake --dry-run` prints."""
+    table = out[out.index("job ") : out.index("total")]
+    return {line.split()[0] for line in table.splitlines()[2:] if line.strip()}
+
+
+def test_code_change_reruns_the_rules_that_run_it(run, tmp_path):
+    """A change under src/lmfeatures/ reruns the rules whose stage module imports it, and only those."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for part in ("Snakefile", "workflow", "src", "config", "report"):
+        (shutil.copytree if (REPO / part).is_dir() else shutil.copy2)(REPO / part, repo / part)
+    package = repo / "src" / "lmfeatures"
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(repo / "Snakefile"),
+        "--directory",
+        str(run),
+        "--cores",
+        "2",
+        "--configfile",
+        str(repo / "config" / "test.yaml"),
+        "--dry-run",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}  # the copy's package, not the installed one
+
+    def jobs_after_changing(module: str) -> set[str]:
+        with open(package / module, "a") as f:
+            f.write("\n# a code change\n")
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        shutil.copy2(REPO / "src" / "lmfeatures" / module, package / module)
+        return _jobs_in_dry_run(result.stdout)
+
+    # imported by lmfeatures.stages.report only
+    assert jobs_after_changing("report/models.py") == {"model_summary", "report", "all"}
+    # imported by lmfeatures.stages.epo only; the runs after the epo_neurons checkpoint are planned when it has run
+    assert jobs_after_changing("frontier.py") == {"epo_neurons", "epo_summary", "report", "all"}
+    # imported by every stage that loads a model
+    assert {"train_model", "scan", "neuron_pages", "epo_neurons"} <= jobs_after_changing("hooks.py")
+
+
 def test_config_typo_stops_before_any_job(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text((REPO / "config" / "test.yaml").read_text().replace("steps: 30", "stpes: 30"))
@@ -76,7 +135,7 @@ def test_scans_pages_and_report_section(run):
     from lmfeatures.scan import load_scan
 
     scan = load_scan(results / "scans" / "micro-b", model_dir=results / "models" / "micro-b")
-    assert scan["mlp.1.top_values"].shape == (5, 64) and "resid.0.max" in scan.tensors
+    assert scan.tensor("mlp.1", "top_values").shape == (5, 64) and scan.tensor("resid.0", "max").numel() == 32
     pages = results / "neurons" / "micro-b"
     assert (pages / "index.html").is_file() and (pages / "L0N3.html").is_file()  # the explicit "0.3"
     page = (pages / "L0N3.html").read_text()
@@ -103,8 +162,23 @@ def test_epo_runs_and_dreaming_section(run):
 
 
 def test_probe_cli_prints_plain_activations_when_piped(run):
-    cmd = [sys.executable, "-m", "lmfeatures", "probe", "--config", str(REPO / "config" / "test.yaml"),
-           "--model", "micro-b", "--layer", "1", "--neuron", "3", "--top", "3", "def f(x):"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "lmfeatures",
+        "probe",
+        "--config",
+        str(REPO / "config" / "test.yaml"),
+        "--model",
+        "micro-b",
+        "--layer",
+        "1",
+        "--neuron",
+        "3",
+        "--top",
+        "3",
+        "def f(x):",
+    ]
     out = subprocess.run(cmd, cwd=run, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "\x1b[" not in out.stdout and "max " in out.stdout and "rank" in out.stdout
@@ -113,8 +187,10 @@ def test_probe_cli_prints_plain_activations_when_piped(run):
 
 
 def test_unavailable_hub_model_stops_at_once(tmp_path, monkeypatch):
-    cfg = (REPO / "config" / "test.yaml").read_text().replace(
-        "models:\n", "models:\n  - {name: ghost, source: nobody-here/ghost-model}\n", 1
+    cfg = (
+        (REPO / "config" / "test.yaml")
+        .read_text()
+        .replace("models:\n", "models:\n  - {name: ghost, source: nobody-here/ghost-model}\n", 1)
     )
     path = tmp_path / "hub.yaml"
     path.write_text(cfg)

@@ -6,8 +6,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmfeatures.epo import (EPOConfig, EPOError, Scorer, UnitTarget, banned_token_mask, epo, pareto_front,
-                            retokenizes, xent)  # fmt: skip
+from lmfeatures.epo import (
+    EPOConfig,
+    EPOError,
+    Scorer,
+    UnitTarget,
+    allowed_tokens,
+    banned_token_mask,
+    epo,
+    pareto_front,
+    retokenizes,
+    xent,
+)
 from lmfeatures.hooks import HookedModel
 from lmfeatures.micro import micro_model
 
@@ -17,8 +27,13 @@ def test_pareto_front_by_hand():
     x = torch.tensor([2.0, 4.0, 3.0, 5.0, 1.0, 7.0, 3.0])
     # sorted by xent: (0.5,1) (1,2) (2.5,3) (2,3) (3,4) (3,5) (4,7): front = 4, 0, 6, 1, 5
     assert pareto_front(target, x).tolist() == [4, 0, 6, 1, 5]
-    brute = [i for i in range(7) if not any((target[j] >= target[i]) and (x[j] <= x[i]) and
-                                            ((target[j] > target[i]) or (x[j] < x[i])) for j in range(7))]  # fmt: skip
+    brute = [
+        i
+        for i in range(7)
+        if not any(
+            (target[j] >= target[i]) and (x[j] <= x[i]) and ((target[j] > target[i]) or (x[j] < x[i])) for j in range(7)
+        )
+    ]
     assert sorted(pareto_front(target, x).tolist()) == brute
 
 
@@ -78,12 +93,10 @@ def test_one_hot_gradient_matches_autograd_on_embeddings():
 
 def test_config_errors_before_compute(small_tokenizer):
     with pytest.raises(EPOError, match="top_k"):
-        from lmfeatures.epo import validate
-
-        validate(EPOConfig(top_k=10_000), small_tokenizer, len(small_tokenizer))
-    for bad in (EPOConfig(lambda_min=2, lambda_max=1), EPOConfig(restart_lambda=(3, 1)), EPOConfig(n_tokens=1)):
+        allowed_tokens(small_tokenizer, len(small_tokenizer), top_k=10_000)
+    for bad in ({"lambda_min": 2, "lambda_max": 1}, {"restart_lambda": (3, 1)}, {"n_tokens": 1}):
         with pytest.raises(EPOError):
-            validate(bad, small_tokenizer, len(small_tokenizer))
+            EPOConfig(**bad)
 
 
 def test_lambdas_log_spaced_and_gcg():
@@ -117,8 +130,17 @@ def test_planted_neuron_is_found():
     # the planted token maximises the neuron among all single last tokens
     probe = torch.tensor([[1, 2, 3, t] for t in range(1, hm.vocab_size)])
     assert int(scorer.score(probe)[0].argmax()) + 1 == best
-    cfg = EPOConfig(n_tokens=4, population=4, children=8, top_k=8, iterations=25, restart_every=10,
-                    lambda_min=0.01, lambda_max=0.1, seed=0)  # fmt: skip
+    cfg = EPOConfig(
+        n_tokens=4,
+        population=4,
+        children=8,
+        top_k=8,
+        iterations=25,
+        restart_every=10,
+        lambda_min=0.01,
+        lambda_max=0.1,
+        seed=0,
+    )
     state = epo(scorer, tok, cfg)
     winner = state.ids[int(torch.argmax(state.target))]
     assert int(winner[-1]) == best
@@ -132,8 +154,12 @@ def test_determinism_same_seed_same_history():
 
     def run(c):
         hist = []
-        state = epo(Scorer(hm, UnitTarget("mlp.1", 2, position="max"), batch_size=16), tok, c,
-                    on_iteration=lambda r: hist.append((r["ids"].tolist(), r["target"].tolist(), r["restart"])))
+        state = epo(
+            Scorer(hm, UnitTarget("mlp.1", 2, position="max"), batch_size=16),
+            tok,
+            c,
+            on_iteration=lambda r: hist.append((r["ids"].tolist(), r["target"].tolist(), r["restart"])),
+        )
         return hist, state
 
     (h1, s1), (h2, s2) = run(cfg), run(cfg)
@@ -160,8 +186,9 @@ def test_random_baseline_and_without_replacement_share_the_loop():
     scorer = Scorer(hm, UnitTarget("mlp.0", 1), batch_size=16)
     rnd = epo(scorer, tok, EPOConfig(n_tokens=4, population=3, children=4, iterations=3, proposal="random", top_k=4))
     assert rnd.iteration == 3
-    worep = epo(scorer, tok, EPOConfig(n_tokens=4, population=4, children=4, top_k=4, iterations=3,
-                                       with_replacement=False))  # fmt: skip
+    worep = epo(
+        scorer, tok, EPOConfig(n_tokens=4, population=4, children=4, top_k=4, iterations=3, with_replacement=False)
+    )
     # without replacement every slot holds a different prompt
     assert len({tuple(r) for r in worep.ids.tolist()}) == 4
 
@@ -194,7 +221,7 @@ def test_children_take_tokens_from_the_slot_objectives_top_k():
 
 
 def test_stage_inputs_are_checked_before_compute(tmp_path, small_corpus, small_tokenizer):
-    from lmfeatures.epo import build_scorer
+    from lmfeatures.stages.epo import build_scorer
     from lmfeatures.tokenizer import TokenizerConfig, train_tokenizer
 
     def save(name, tok):

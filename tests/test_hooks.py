@@ -124,6 +124,7 @@ def test_forward_stops_after_deepest_hook(hooked, ids):
     def count(layer):
         def hook(mod, args):
             calls[layer] += 1
+
         return hook
 
     # Pre-hooks count blocks *entered*: a block we stop inside has run, the ones after it must not.
@@ -226,8 +227,16 @@ def test_unembedding_gives_logits(hooked, ids):
 
 def micro_opt() -> torch.nn.Module:
     config = OPTConfig(
-        vocab_size=64, hidden_size=16, num_hidden_layers=2, ffn_dim=32, num_attention_heads=2,
-        max_position_embeddings=64, word_embed_proj_dim=16, bos_token_id=0, eos_token_id=0, pad_token_id=1,
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=2,
+        ffn_dim=32,
+        num_attention_heads=2,
+        max_position_embeddings=64,
+        word_embed_proj_dim=16,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=1,
     )
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
@@ -243,13 +252,16 @@ def test_unsupported_architecture_then_registered(restore_registry):
         assert model_type in message
     assert 'register_architecture("opt"' in message.replace("'", '"') and "ArchSpec(" in message
 
-    register_architecture("opt", ArchSpec(
-        blocks="model.decoder.layers",
-        mlp_out="fc2",  # OPT's MLP is not a submodule: fc1/fc2 sit directly in the block
-        embed="model.decoder.embed_tokens",
-        final_norm="model.decoder.final_layer_norm",
-        unembed="lm_head",
-    ))
+    register_architecture(
+        "opt",
+        ArchSpec(
+            blocks="model.decoder.layers",
+            mlp_out="fc2",  # OPT's MLP is not a submodule: fc1/fc2 sit directly in the block
+            embed="model.decoder.embed_tokens",
+            final_norm="model.decoder.final_layer_norm",
+            unembed="lm_head",
+        ),
+    )
     hooked = HookedModel(model)
     assert (hooked.n_layers, hooked.d_model, hooked.d_mlp) == (2, 16, 32)
     fc2 = model.model.decoder.layers[1].fc2
@@ -269,27 +281,53 @@ def test_unsupported_architecture_then_registered(restore_registry):
 
 
 def test_wrong_spec_fails_at_construction(restore_registry):
-    register_architecture("llama", ArchSpec(
-        blocks="model.layers", mlp_out="mlp.c_proj", embed="model.embed_tokens",
-        final_norm="model.norm", unembed="lm_head",
-    ))
+    register_architecture(
+        "llama",
+        ArchSpec(
+            blocks="model.layers",
+            mlp_out="mlp.c_proj",
+            embed="model.embed_tokens",
+            final_norm="model.norm",
+            unembed="lm_head",
+        ),
+    )
     with pytest.raises(ValueError, match=r"mlp_out='mlp.c_proj' not found"):
         HookedModel(micro_model("llama"))
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("embed", ("embed", None)),
-    ("mlp.0", ("mlp", 0)),
-    ("mlp.3", ("mlp", 3)),
-    ("resid.0", ("resid", 0)),
-    ("resid.12", ("resid", 12)),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("embed", ("embed", None)),
+        ("mlp.0", ("mlp", 0)),
+        ("mlp.3", ("mlp", 3)),
+        ("resid.0", ("resid", 0)),
+        ("resid.12", ("resid", 12)),
+    ],
+)
 def test_parse_hook(name, expected):
     assert parse_hook(name) == expected
 
 
-@pytest.mark.parametrize("name", ["mlp", "mlp.", "mlp.x", "mlp.-1", "mlp.1.2", "mlp.+1", "mlp. 1", "attn.0",
-                                  "embed.0", "Mlp.0", " mlp.0", "logits", "", "mlp.²"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mlp",
+        "mlp.",
+        "mlp.x",
+        "mlp.-1",
+        "mlp.1.2",
+        "mlp.+1",
+        "mlp. 1",
+        "attn.0",
+        "embed.0",
+        "Mlp.0",
+        " mlp.0",
+        "logits",
+        "",
+        "mlp.²",
+    ],
+)
 def test_malformed_hook_names(name):
     with pytest.raises(ValueError, match=r"malformed hook name .*'mlp\.<layer>'") as err:
         parse_hook(name)

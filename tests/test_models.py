@@ -3,10 +3,10 @@ import time
 import pytest
 import torch
 
-from lmfeatures.build import hub_model_stage
 from lmfeatures.io import read_json
 from lmfeatures.micro import micro_model
 from lmfeatures.models import ModelUnavailable, check_hub_source, load_model
+from lmfeatures.stages.models import hub_model
 
 
 @pytest.fixture
@@ -25,7 +25,10 @@ def test_local_path_model_goes_through_the_hub_stage(tmp_path, local_gpt2, small
     small_corpus[0].save_to_disk(str(corpus_dir))
     out = tmp_path / "results" / "models" / "mine"
     entry = {"name": "mine", "source": str(path), "dtype": "float32"}
-    hub_model_stage(str(corpus_dir), str(out), entry, {"context_length": 32, "eval_tokens": 500}, {}, 0, "cpu", 1)
+    training = {"context_length": 32, "eval_tokens": 500}
+    hub_model(
+        corpus_dir=str(corpus_dir), out_dir=str(out), entry=entry, training=training, config={}, seed=0, device="cpu"
+    )
     record = read_json(out / "eval.json")
     assert record["architecture"] == "gpt2" and record["n_layers"] == 3 and record["heldout_loss"] > 0
     assert (out / "provenance.json").is_file()

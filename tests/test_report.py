@@ -1,11 +1,12 @@
 import pytest
 
-from lmfeatures.report import expand_includes, render
+from lmfeatures.report.render import expand_includes, render
 
 
 def test_expand_includes_inlines_nested_files(tmp_path):
+    """As in Quarto, a path in an included file is relative to the main document, not to that file."""
     (tmp_path / "tables").mkdir()
-    (tmp_path / "tables" / "a.md").write_text("A {{< include b.md >}}")
+    (tmp_path / "tables" / "a.md").write_text("A {{< include tables/b.md >}}")
     (tmp_path / "tables" / "b.md").write_text("B")
     assert expand_includes("x {{< include tables/a.md >}} y", tmp_path) == "x A B y"
     with pytest.raises(FileNotFoundError, match="missing.md"):

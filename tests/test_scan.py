@@ -7,7 +7,8 @@ import torch
 
 from lmfeatures.hooks import HookedModel
 from lmfeatures.micro import micro_model
-from lmfeatures.scan import HIST_BINS, ScanConfig, ScanError, load_scan, make_windows, scan, scan_meta, write_scan
+from lmfeatures.scan import HIST_BINS, ScanConfig, ScanError, load_scan, make_windows, scan, scan_meta
+from lmfeatures.stages.scans import write_scan
 
 
 def _docs(seed=0, n=9, vocab=64):
@@ -55,9 +56,17 @@ def _brute_force(model, windows, hook, batch_size):
 def test_streaming_scan_equals_brute_force(tmp_path, arch):
     model = HookedModel(micro_model(arch, seed=1))
     windows = make_windows(_docs(vocab=64), 16)
-    cfg = ScanConfig(context_length=16, batch_size=3, top_k=4, kinds=["mlp", "resid"], density_threshold=0.1,
-                     n_intervals=3, per_interval=2, n_random=3)  # fmt: skip
-    result = scan(model, windows, cfg, tmp_path)
+    cfg = ScanConfig(
+        context_length=16,
+        batch_size=3,
+        top_k=4,
+        kinds=["mlp", "resid"],
+        density_threshold=0.1,
+        n_intervals=3,
+        per_interval=2,
+        n_random=3,
+    )
+    result, _ = scan(model, windows, cfg)
     for hook in ("mlp.0", "mlp.2", "resid.1"):
         acts, valid = _brute_force(model, windows, hook, cfg.batch_size)
         x = acts[valid].double()  # [tokens, units]
@@ -105,16 +114,14 @@ def test_scan_is_reproducible_and_round_trips(tmp_path):
     model = HookedModel(micro_model("gpt_neox", seed=2))
     windows = make_windows(_docs(), 16)
     cfg = ScanConfig(context_length=16, batch_size=4, top_k=3, n_intervals=2, per_interval=2, n_random=2)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    a, b = scan(model, windows, cfg, tmp_path / "a"), scan(model, windows, cfg, tmp_path / "b")
+    (a, tables), (b, _) = scan(model, windows, cfg), scan(model, windows, cfg)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     model_dir = tmp_path / "model"
     model.model.save_pretrained(model_dir)
     meta = scan_meta("m", model_dir, model, cfg, windows, [f"d{i}" for i in range(9)])
-    write_scan(tmp_path / "scan", a, windows, meta, tmp_path / "a")
+    write_scan(tmp_path / "scan", a, windows, meta, tables)
     loaded = load_scan(tmp_path / "scan", model_dir=model_dir, expect={"context_length": 16})
-    assert torch.equal(loaded["mlp.1.top_values"], a["mlp.1.top_values"])
+    assert torch.equal(loaded.tensor("mlp.1", "top_values"), a["mlp.1.top_values"])
     assert loaded.window_max_table("mlp.1").shape == (len(windows.doc), model.d_mlp)
     with pytest.raises(ScanError, match="context_length=16, expected 32"):
         load_scan(tmp_path / "scan", expect={"context_length": 32})

@@ -2,6 +2,7 @@ import math
 
 import torch
 
+from lmfeatures.stages.data import save_split
 from lmfeatures.tokens import TokenizedSplit, tokenize_texts, unigram_baseline
 
 
@@ -29,7 +30,7 @@ def test_tokenized_split_offsets_and_stream(small_tokenizer):
 
 def test_save_load_round_trip(tmp_path, small_tokenizer):
     split = tokenize_texts(small_tokenizer, ["a b c", "d e"])
-    split.save(tmp_path / "s.safetensors")
+    save_split(split, tmp_path / "s.safetensors")
     again = TokenizedSplit.load(tmp_path / "s.safetensors")
     assert torch.equal(again.tokens, split.tokens) and torch.equal(again.doc_offsets, split.doc_offsets)
 

@@ -79,7 +79,9 @@ def check_models(config: dict) -> None:
 
 
 def check_stages(config: dict) -> None:
-    """Model names that stages refer to must exist."""
+    """Model names that stages refer to must exist; stage settings must make a valid run."""
+    from .epo import EPOError, method_config
+
     names = [m["name"] for m in config["models"]]
     epo = config.get("epo", {})
     for i, name in enumerate(epo.get("models", [])):
@@ -88,9 +90,17 @@ def check_stages(config: dict) -> None:
     fluency = epo.get("fluency_model")
     if fluency is not None and fluency not in names:
         raise ConfigError(f"config key 'epo.fluency_model': no model named {fluency!r} (models: {', '.join(names)})")
-    if epo and epo["lambda_min"] > epo["lambda_max"]:
-        raise ConfigError(f"config key 'epo.lambda_min': {epo['lambda_min']} > lambda_max {epo['lambda_max']}: "
-                          "the lambda range is empty")  # fmt: skip
+    if epo:
+        try:
+            method_config("epo", epo, config.get("seed", 0))
+        except EPOError as err:
+            raise ConfigError(f"config key 'epo': {err}") from None
+
+
+def neuron_spec(config: dict, stage: str | None = None) -> dict:
+    """The neuron selection a stage uses: the shared `neurons:` section with the stage's own
+    `neurons:` overrides (e.g. `epo.neurons`) on top; fields of lmfeatures.neurons.NeuronSpec."""
+    return {**config["neurons"], **(config[stage].get("neurons", {}) if stage else {})}
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
@@ -121,4 +131,6 @@ def model_entry(config: dict, name: str) -> dict:
     for m in config["models"]:
         if m["name"] == name:
             return m
-    raise ConfigError(f"no model named {name!r} in the config (models: {', '.join(m['name'] for m in config['models'])})")
+    raise ConfigError(
+        f"no model named {name!r} in the config (models: {', '.join(m['name'] for m in config['models'])})"
+    )

@@ -80,7 +80,8 @@ def _loaded_documents(cfg: CorpusConfig) -> tuple[list[dict], dict]:
         ds = datasets.load_dataset(cfg.source, cfg.name, split=cfg.split, **kwargs)
     except Exception as err:  # datasets raises many types; all mean "could not load"
         raise CorpusError(
-            f"corpus source {cfg.source!r} could not be loaded ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+            f"corpus source {cfg.source!r} could not be loaded "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
             "give local files with corpus.source: text|json|parquet and corpus.data_files, "
             f"or use the offline default corpus.source: {EMBEDDED_SOURCE}"
         ) from err
@@ -132,7 +133,10 @@ def build_corpus(cfg: CorpusConfig) -> tuple[datasets.DatasetDict, dict]:
         {
             "source": cfg.source,
             "documents": {"train": len(train), "heldout": len(heldout)},
-            "characters": {"train": sum(len(d["text"]) for d in train), "heldout": sum(len(d["text"]) for d in heldout)},
+            "characters": {
+                "train": sum(len(d["text"]) for d in train),
+                "heldout": sum(len(d["text"]) for d in heldout),
+            },
             "content_sha256": content_hash.hexdigest(),
         }
     )

@@ -12,7 +12,7 @@ the slot objective's one-hot gradient; parents and children are scored together 
 keeps the argmax of its own objective. Every `restart_every` iterations the population collapses
 onto the best prompt under a lambda drawn from the restart range.
 
-Differences from the reference code (ANCHORS.md section 3), each deliberate:
+Differences from the paper's reference code (github.com/Confirm-Solutions/dreamy), each deliberate:
   * the restart lambda is drawn and used;
   * gradients are computed once per *distinct* prompt as (d target, d xent) and combined with each
     slot's own lambda at the time of use, so reordering cannot attach the wrong lambda;
@@ -28,13 +28,18 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
 from .hooks import HookedModel
+
+
+class EPOError(ValueError):
+    """Bad EPO input, raised before any compute."""
 
 
 @dataclass
@@ -52,6 +57,20 @@ class EPOConfig:
     proposal: str = "gradient"  # "gradient" (EPO / GCG) or "random" (random-prompt baseline)
     batch_size: int | None = None  # candidates per forward; None = chosen from free memory
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Everything the config alone determines is checked here, once, before any compute."""
+        if self.lambda_min > self.lambda_max or self.lambda_min < 0:
+            raise EPOError(f"epo lambda range [{self.lambda_min}, {self.lambda_max}] is empty or negative")
+        if self.lambda_min == 0 and self.lambda_max > 0:
+            raise EPOError("epo.lambda_min is 0 but lambda_max is not: log-spacing needs lambda_min > 0")
+        lo, hi = self.restart_lambda
+        if not 0 <= lo <= hi:
+            raise EPOError(f"epo.restart_lambda [{lo}, {hi}] is empty or negative")
+        if self.n_tokens < 2:
+            raise EPOError("epo.n_tokens must be at least 2 (the fluency term needs a next token)")
+        if self.proposal not in ("gradient", "random"):
+            raise EPOError(f"epo proposal {self.proposal!r} is not one of: gradient, random")
 
     def lambdas(self) -> torch.Tensor:
         """[population] fluency weights, log-spaced (all equal when min == max, e.g. 0 for GCG)."""
@@ -71,20 +90,15 @@ class Target(Protocol):
 
 @dataclass
 class UnitTarget:
-    """One unit (an `mlp` neuron or a `resid` dimension / direction) at the last position or the max over positions."""
+    """One unit (an `mlp` neuron or a `resid` dimension) at the last position or the max over positions."""
 
     hook: str  # "mlp.3" or "resid.2"
-    index: int | None = None  # unit index; or give `direction`
-    direction: torch.Tensor | None = None  # [dim] for a residual-stream direction
+    index: int
     position: str = "last"  # "last" or "max"
 
     def __call__(self, acts: torch.Tensor) -> torch.Tensor:
-        values = acts[..., self.index] if self.direction is None else acts @ self.direction.to(acts)
+        values = acts[..., self.index]
         return values[:, -1] if self.position == "last" else values.max(dim=1).values
-
-
-class EPOError(ValueError):
-    """Bad EPO input, raised before any compute."""
 
 
 def pareto_front(target: torch.Tensor, xent: torch.Tensor) -> torch.Tensor:
@@ -117,8 +131,9 @@ def retokenizes(tokenizer, ids: torch.Tensor) -> torch.Tensor:
 class Scorer:
     """target(p) and xent(p) of token-id prompts, batched; gradients w.r.t. one-hot inputs."""
 
-    def __init__(self, model: HookedModel, target: Target, fluency: HookedModel | None = None,
-                 batch_size: int | None = None):  # fmt: skip
+    def __init__(
+        self, model: HookedModel, target: Target, fluency: HookedModel | None = None, batch_size: int | None = None
+    ):
         self.model, self.target = model, target
         self.fluency = fluency  # None = the model under study (one forward gives both terms)
         self.batch_size = batch_size or auto_batch_size(model, fluency)
@@ -188,35 +203,46 @@ class EPOState:
     rng_state: torch.Tensor | None = None
 
 
-def epo(scorer: Scorer, tokenizer, cfg: EPOConfig, state: EPOState | None = None,
-        on_iteration: Callable[[dict], None] | None = None) -> EPOState:  # fmt: skip
-    """Run EPO to cfg.iterations (resuming from `state` when given).
+def initial_state(scorer: Scorer, tokenizer, cfg: EPOConfig) -> EPOState:
+    """Iteration 0: `population` random prompts that survive retokenization, scored."""
+    gen = torch.Generator().manual_seed(cfg.seed)  # host RNG: tiny index draws, the same on CPU and GPU
+    allowed = allowed_tokens(tokenizer, scorer.model.vocab_size, cfg.top_k)
+    init = _random_valid_prompts(tokenizer, allowed, cfg.population, cfg.n_tokens, gen).to(scorer.model.device)
+    t, x = scorer.score(init)
+    return EPOState(0, init, t, x, {tuple(r) for r in init.tolist()}, gen.get_state())
 
-    on_iteration receives, per iteration, the scored candidates: ids [c, n], target [c], xent [c],
-    kept [c] (number of slots that kept the candidate), restart (lambda or None) and seconds.
+
+def epo(
+    scorer: Scorer,
+    tokenizer,
+    cfg: EPOConfig,
+    state: EPOState | None = None,
+    on_iteration: Callable[[dict], None] | None = None,
+) -> EPOState:
+    """Run EPO to cfg.iterations, from `state` when given (resuming), else from initial_state().
+
+    `state` is updated in place after every iteration, so `on_iteration` may checkpoint it. It
+    receives, per iteration, the scored candidates: ids [c, n], target [c], xent [c], kept [c]
+    (number of slots that kept the candidate), restart (lambda or None) and seconds.
     """
-    model = scorer.model
-    device = model.device
-    vocab_rows = model.vocab_size
-    validate(cfg, tokenizer, vocab_rows)
-    banned = banned_token_mask(tokenizer, vocab_rows).to(device)
-    allowed = torch.nonzero(~banned).flatten()
+    device = scorer.model.device
+    allowed = allowed_tokens(tokenizer, scorer.model.vocab_size, cfg.top_k)
+    banned = torch.ones(scorer.model.vocab_size, dtype=torch.bool)
+    banned[allowed] = False
+    banned = banned.to(device)
     lambdas = cfg.lambdas().to(device)
-    gen = torch.Generator()  # host RNG: proposals are tiny index draws; the same on CPU and GPU
     if state is None:
-        gen.manual_seed(cfg.seed)
-        init = _random_valid_prompts(tokenizer, allowed.cpu(), cfg.population, cfg.n_tokens, gen).to(device)
-        t, x = scorer.score(init)
-        state = EPOState(0, init, t, x, {tuple(r) for r in init.tolist()})
-    else:
-        gen.set_state(state.rng_state)
+        state = initial_state(scorer, tokenizer, cfg)
+    gen = torch.Generator()
+    gen.set_state(state.rng_state)
     while state.iteration < cfg.iterations:
         t0 = time.perf_counter()
         if cfg.proposal == "gradient":
             children = _gradient_children(scorer, state, cfg, lambdas, banned, gen)
         else:
-            children = _random_valid_prompts(tokenizer, allowed.cpu(), cfg.population * cfg.children,
-                                             cfg.n_tokens, gen).to(device)  # fmt: skip
+            children = _random_valid_prompts(tokenizer, allowed, cfg.population * cfg.children, cfg.n_tokens, gen).to(
+                device
+            )
         # dedupe against each other and everything scored before; keep only real strings
         fresh, keys = [], []
         for row in children.tolist():
@@ -245,32 +271,33 @@ def epo(scorer: Scorer, tokenizer, cfg: EPOConfig, state: EPOState | None = None
         state.rng_state = gen.get_state()
         if on_iteration is not None:
             n_par = len(pool_ids) - len(cand)
-            on_iteration({"iteration": state.iteration, "ids": cand.cpu(), "target": ct.cpu(), "xent": cx.cpu(),
-                          "kept": kept[n_par:].cpu(), "parents_kept": kept[:n_par].cpu(), "restart": restart,
-                          "seconds": time.perf_counter() - t0})  # fmt: skip
+            on_iteration(
+                {
+                    "iteration": state.iteration,
+                    "ids": cand.cpu(),
+                    "target": ct.cpu(),
+                    "xent": cx.cpu(),
+                    "kept": kept[n_par:].cpu(),
+                    "parents_kept": kept[:n_par].cpu(),
+                    "restart": restart,
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
     state.rng_state = gen.get_state()
     return state
 
 
-def validate(cfg: EPOConfig, tokenizer, vocab_rows: int) -> None:
-    n_allowed = int((~banned_token_mask(tokenizer, vocab_rows)).sum())
-    if cfg.top_k > n_allowed:
-        raise EPOError(f"epo.top_k={cfg.top_k} is larger than the {n_allowed} tokens that can be proposed")
-    if cfg.lambda_min > cfg.lambda_max or cfg.lambda_min < 0:
-        raise EPOError(f"epo lambda range [{cfg.lambda_min}, {cfg.lambda_max}] is empty or negative")
-    if cfg.lambda_min == 0 and cfg.lambda_max > 0:
-        raise EPOError("epo.lambda_min is 0 but lambda_max is not: log-spacing needs lambda_min > 0")
-    lo, hi = cfg.restart_lambda
-    if not 0 <= lo <= hi:
-        raise EPOError(f"epo.restart_lambda [{lo}, {hi}] is empty or negative")
-    if cfg.n_tokens < 2:
-        raise EPOError("epo.n_tokens must be at least 2 (the fluency term needs a next token)")
-    if cfg.proposal not in ("gradient", "random"):
-        raise EPOError(f"epo proposal {cfg.proposal!r} is not one of: gradient, random")
+def allowed_tokens(tokenizer, vocab_rows: int, top_k: int) -> torch.Tensor:
+    """int64 [n_allowed] the ids that may be proposed; at least top_k of them, or EPOError."""
+    allowed = torch.nonzero(~banned_token_mask(tokenizer, vocab_rows)).flatten()
+    if top_k > len(allowed):
+        raise EPOError(f"epo.top_k={top_k} is larger than the {len(allowed)} tokens that can be proposed")
+    return allowed
 
 
-def _random_valid_prompts(tokenizer, allowed: torch.Tensor, count: int, n: int, gen: torch.Generator,
-                          tries: int = 50) -> torch.Tensor:  # fmt: skip
+def _random_valid_prompts(
+    tokenizer, allowed: torch.Tensor, count: int, n: int, gen: torch.Generator, tries: int = 50
+) -> torch.Tensor:
     """count random prompts of n allowed tokens that survive retokenization."""
     out = torch.empty(0, n, dtype=torch.int64)
     for _ in range(tries):
@@ -281,8 +308,9 @@ def _random_valid_prompts(tokenizer, allowed: torch.Tensor, count: int, n: int, 
     raise EPOError(f"could not draw {count} random prompts of {n} tokens that survive retokenization")
 
 
-def _gradient_children(scorer: Scorer, state: EPOState, cfg: EPOConfig, lambdas: torch.Tensor,
-                       banned: torch.Tensor, gen: torch.Generator) -> torch.Tensor:  # fmt: skip
+def _gradient_children(
+    scorer: Scorer, state: EPOState, cfg: EPOConfig, lambdas: torch.Tensor, banned: torch.Tensor, gen: torch.Generator
+) -> torch.Tensor:
     """[M * r, n] children: one random position per child, token uniform from that slot's top-k."""
     distinct, member_of_slot = torch.unique(state.ids, dim=0, return_inverse=True)
     _, _, g_t, g_x = scorer.gradients(distinct)  # [u, n, V] each: one gradient pass per distinct prompt
@@ -314,134 +342,28 @@ def _select(objective: torch.Tensor, with_replacement: bool, gen: torch.Generato
     return pick
 
 
-# ---------------------------------------------------------------------------------------------
-# Stage entry points: one run per (model, neuron, method, seed); one comparison per (model, neuron)
-
 METHODS = ("epo", "gcg", "random")
-CHECKPOINT_EVERY = 25
 
 
 def method_config(method: str, params: dict, seed: int) -> EPOConfig:
     """EPO from config; GCG = M 1, lambda 0, same candidates per iteration; random = random proposals."""
     fields = {k: v for k, v in params.items() if k in EPOConfig.__dataclass_fields__}
-    fields["restart_lambda"] = tuple(fields.get("restart_lambda", (0.667, 6.0)))
+    if "restart_lambda" in fields:  # a list in YAML
+        fields["restart_lambda"] = tuple(fields["restart_lambda"])
     cfg = EPOConfig(**fields, seed=seed)
     if method == "gcg":
-        return EPOConfig(**{**cfg.__dict__, "population": 1, "children": cfg.population * cfg.children,
-                            "lambda_min": 0.0, "lambda_max": 0.0, "restart_every": 0})  # fmt: skip
+        return EPOConfig(
+            **{
+                **cfg.__dict__,
+                "population": 1,
+                "children": cfg.population * cfg.children,
+                "lambda_min": 0.0,
+                "lambda_max": 0.0,
+                "restart_every": 0,
+            }
+        )
     if method == "random":
         return EPOConfig(**{**cfg.__dict__, "proposal": "random"})
     if method != "epo":
         raise EPOError(f"EPO method {method!r} is not one of {METHODS}")
     return cfg
-
-
-def build_scorer(model_dir: str, neuron_text: str, params: dict, device: str, fluency_dir: str | None = None):
-    """(Scorer, tokenizer) for neuron 'L{layer}N{index}' of a saved model, checked before any compute."""
-    from .models import load_model, resolve_device
-    from .neurons import Neuron
-
-    dev = resolve_device(device)
-    model, tok = load_model(model_dir, dev)
-    hooked = HookedModel(model)
-    neuron = Neuron.from_name(neuron_text)
-    hooked.check_hook(neuron.hook)
-    if not 0 <= neuron.index < hooked.d_mlp:
-        raise EPOError(f"neuron {neuron_text}: index {neuron.index} is outside layer {neuron.layer} "
-                       f"(0-{hooked.d_mlp - 1})")  # fmt: skip
-    fluency = None
-    if fluency_dir:
-        f_model, f_tok = load_model(fluency_dir, dev)
-        if f_tok.get_vocab() != tok.get_vocab():
-            raise EPOError(f"the fluency model at {fluency_dir} has a different tokenizer than {model_dir}; "
-                           "EPO needs the same token ids in both")  # fmt: skip
-        fluency = HookedModel(f_model)
-    target = UnitTarget(neuron.hook, neuron.index, position=params.get("position", "last"))
-    return Scorer(hooked, target, fluency, params.get("batch_size")), tok
-
-
-def epo_run_stage(model_dir: str, out_dir: str, neuron: str, method: str, params: dict, seed: int,
-                  device: str, threads: int, config: dict, fluency_dir: str | None = None) -> None:  # fmt: skip
-    """One EPO / GCG / random run: history.parquet, frontier.json, provenance.json; resumable."""
-    from pathlib import Path
-
-    import pandas as pd
-
-    from .io import atomic_path, write_json, write_provenance
-
-    torch.set_num_threads(threads)
-    cfg = method_config(method, params, seed)
-    scorer, tok = build_scorer(model_dir, neuron, params, device, fluency_dir)
-    validate(cfg, tok, scorer.model.vocab_size)
-    out = Path(out_dir)
-    ckpt = out.parent / f".{out.name}.checkpoint.pt"
-    history: list[dict] = []
-    state = None
-    if ckpt.exists():
-        saved = torch.load(ckpt, weights_only=False)
-        if saved["config"] == cfg.__dict__:  # resume only the same run
-            state, history = saved["state"], saved["history"]
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=cfg.iterations, initial=state.iteration if state else 0, desc=f"{method} {neuron} s{seed}",
-               unit="it", mininterval=2.0)  # fmt: skip
-
-    def record(r: dict) -> None:
-        for ids, t, x, k in zip(r["ids"].tolist(), r["target"].tolist(), r["xent"].tolist(), r["kept"].tolist()):
-            history.append({"iteration": r["iteration"], "ids": ids, "target": t, "xent": x, "kept": k,
-                            "restart_lambda": r["restart"], "seconds": r["seconds"]})  # fmt: skip
-        bar.update(1 if r["iteration"] else 0)  # iteration 0 is the initial population
-        bar.set_postfix(best=f"{max(h['target'] for h in history):.3f}")
-
-    if state is None:  # the initial population is part of the history (iteration 0)
-        state = epo(scorer, tok, EPOConfig(**{**cfg.__dict__, "iterations": 0}))
-        record({"iteration": 0, "ids": state.ids.cpu(), "target": state.target.cpu(), "xent": state.xent.cpu(),
-                "kept": torch.ones(len(state.ids), dtype=torch.int64), "restart": None, "seconds": 0.0})  # fmt: skip
-    while state.iteration < cfg.iterations:
-        stop = min(cfg.iterations, (state.iteration // CHECKPOINT_EVERY + 1) * CHECKPOINT_EVERY)
-        state = epo(scorer, tok, EPOConfig(**{**cfg.__dict__, "iterations": stop}), state, record)
-        torch.save({"config": cfg.__dict__, "state": state, "history": history}, ckpt)
-    bar.close()
-    df = pd.DataFrame(history)
-    df["text"] = tok.batch_decode(df["ids"].tolist())
-    front = pareto_front(torch.tensor(df["target"].values), torch.tensor(df["xent"].values)).tolist()
-    rows = df.iloc[front]
-    # the retokenization check, end to end: the decoded strings, re-encoded, give the reported activation
-    ids = torch.tensor(tok(list(rows["text"]), add_special_tokens=False)["input_ids"], device=scorer.model.device)
-    rescored, rexent = scorer.score(ids)
-    frontier = [{"text": r.text, "ids": r.ids, "target": r.target, "xent": r.xent, "rescored_target": float(t),
-                 "rescored_xent": float(x)} for r, t, x in zip(rows.itertuples(), rescored.tolist(), rexent.tolist())]  # fmt: skip
-    with atomic_path(out, directory=True) as tmp:
-        df.to_parquet(tmp / "history.parquet")
-        write_json(tmp / "frontier.json", {"model_dir": model_dir, "neuron": neuron, "method": method, "seed": seed,
-                                           "config": cfg.__dict__, "n_scored": len(df), "frontier": frontier})  # fmt: skip
-        write_provenance(tmp, config, seed, neuron=neuron, method=method,
-                         seconds=float(df.groupby("iteration")["seconds"].first().sum()))  # fmt: skip
-    ckpt.unlink(missing_ok=True)
-
-
-def epo_neurons_stage(scan_dir: str, model_dir: str, out_json: str, explicit: list[str], per_layer: int,
-                      layers: list[int] | None) -> None:  # fmt: skip
-    """Which neurons get EPO runs: the explicit list, else the top `per_layer` by max activation per layer."""
-    from .io import write_json
-    from .neurons import Neuron
-    from .scan import ScanError, load_scan
-
-    scan = load_scan(scan_dir, model_dir=model_dir)
-    n_layers = scan.meta["n_layers"]
-    if explicit:
-        chosen = [Neuron.parse(t) for t in explicit]
-        for n in chosen:
-            if not 0 <= n.layer < n_layers:
-                raise ScanError(f"epo.neurons {n.layer}.{n.index}: layer {n.layer} is out of range for "
-                                f"{scan.meta['model']} (0-{n_layers - 1})")  # fmt: skip
-            scan.check_unit(n.hook, n.index)
-    else:
-        chosen = []
-        for layer in layers if layers is not None else range(n_layers):
-            if not 0 <= layer < n_layers:
-                raise ScanError(f"epo.auto_layers: layer {layer} is out of range for {scan.meta['model']} "
-                                f"(0-{n_layers - 1})")  # fmt: skip
-            top = scan[f"mlp.{layer}.max"].topk(per_layer).indices
-            chosen += [Neuron(layer, int(i)) for i in top]
-    write_json(out_json, [n.name for n in chosen])

@@ -38,7 +38,9 @@ class ArchSpec:
     """Where the hook points live in one architecture: dotted module paths from the *CausalLM model root."""
 
     blocks: str  # ModuleList of transformer blocks, e.g. "gpt_neox.layers"
-    mlp_out: str  # path *inside a block* to the MLP output projection; its INPUT is the neuron activations, e.g. "mlp.dense_4h_to_h"
+    # path *inside a block* to the MLP output projection; its INPUT is the neuron activations,
+    # e.g. "mlp.dense_4h_to_h"
+    mlp_out: str
     embed: str  # token embedding nn.Embedding, e.g. "gpt_neox.embed_in"
     final_norm: str  # final norm before unembedding, e.g. "gpt_neox.final_layer_norm"
     unembed: str  # unembedding (lm head) module, e.g. "lm_head"
@@ -231,16 +233,21 @@ class HookedModel:
         try:
             for name, (kind, layer) in parsed.items():
                 if kind == "embed" and inputs_embeds is None:
-                    handles.append(self._embed.register_forward_hook(
-                        lambda mod, args, out, name=name: save(name, out)))
+                    handles.append(self._embed.register_forward_hook(lambda mod, args, out, name=name: save(name, out)))
                 elif kind == "mlp":
                     # A pre-hook, because the projection's *input* is the post-activation neuron values.
-                    handles.append(self._mlp_outs[layer].register_forward_pre_hook(
-                        lambda mod, args, name=name: save(name, args[0])))
+                    handles.append(
+                        self._mlp_outs[layer].register_forward_pre_hook(
+                            lambda mod, args, name=name: save(name, args[0])
+                        )
+                    )
                 elif kind == "resid":
                     # Blocks return a tensor in recent transformers, a tuple (hidden, ...) in older ones.
-                    handles.append(self._blocks[layer].register_forward_hook(
-                        lambda mod, args, out, name=name: save(name, out if isinstance(out, Tensor) else out[0])))
+                    handles.append(
+                        self._blocks[layer].register_forward_hook(
+                            lambda mod, args, out, name=name: save(name, out if isinstance(out, Tensor) else out[0])
+                        )
+                    )
             try:
                 out = self.model(
                     input_ids=input_ids,

@@ -7,7 +7,9 @@ so an interrupted job never leaves something that looks finished. Every results 
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -16,13 +18,24 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 PROVENANCE_PACKAGES = (
-    "lmfeatures", "torch", "transformers", "tokenizers", "datasets", "numpy",
-    "safetensors", "snakemake", "matplotlib", "seaborn", "pandas", "pyarrow",
-)  # fmt: skip
+    "lmfeatures",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "datasets",
+    "numpy",
+    "safetensors",
+    "snakemake",
+    "matplotlib",
+    "seaborn",
+    "pandas",
+    "pyarrow",
+)
 
 
 @contextlib.contextmanager
@@ -97,8 +110,11 @@ def _git_commit() -> str | None:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here, capture_output=True, text=True, timeout=10,
-        ).stdout.strip()  # fmt: skip
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return out + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -128,3 +144,58 @@ def provenance(config: dict | None, seed: int | None = None, **extra: Any) -> di
 
 def write_provenance(folder: str | Path, config: dict | None, seed: int | None = None, **extra: Any) -> None:
     write_json(Path(folder) / "provenance.json", provenance(config, seed, **extra))
+
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+
+
+def _module_file(name: str) -> Path | None:
+    """The source file of lmfeatures module `name` ('lmfeatures.scan'), or None if it is not one."""
+    parts = name.split(".")
+    if parts[0] != PACKAGE_ROOT.name:
+        return None
+    base = PACKAGE_ROOT.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(name: str, path: Path) -> set[str]:
+    """Names of the lmfeatures modules that the file of module `name` imports, anywhere in it."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)  # `from . import scan` imports a module
+    return {m for m in found if _module_file(m) is not None}
+
+
+def code_version(module: str) -> str:
+    """A hash of the source of `module`, of its parent packages and of every lmfeatures module it
+    imports, directly or not.
+
+    Rules pass it as a param, so that Snakemake reruns a rule whose code changed and a rebuilt
+    report never mixes outputs of old and new code.
+    """
+    if _module_file(module) is None:
+        raise ValueError(f"{module!r} is not a module of the {PACKAGE_ROOT.name} package")
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parents = {name.rsplit(".", i)[0] for i in range(1, name.count(".") + 1)}  # their __init__ runs first
+        todo.extend((_imported_modules(name, _module_file(name)) | parents) - seen)
+    digest = hashlib.sha256()
+    for name in sorted(seen):
+        digest.update(name.encode() + b"\0" + _module_file(name).read_bytes() + b"\0")
+    return digest.hexdigest()[:16]

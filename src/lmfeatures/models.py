@@ -36,27 +36,49 @@ def family_config(entry: dict, vocab_size: int, context_length: int, eos_id: int
     """A transformers config for one size of the embedded family (entry: the config's model entry)."""
     arch = entry.get("architecture", "gpt_neox")
     d, n_layers, n_heads, d_mlp = entry["d_model"], entry["n_layers"], entry["n_heads"], entry["d_mlp"]
-    if d % n_heads:
-        raise ValueError(f"model {entry['name']}: d_model={d} is not divisible by n_heads={n_heads}")
     common = dict(vocab_size=vocab_size, bos_token_id=eos_id, eos_token_id=eos_id, tie_word_embeddings=False)
     if arch == "gpt_neox":
         from transformers import GPTNeoXConfig
 
         # Pythia's choices: parallel residual, partial rotary embeddings, GELU.
-        return GPTNeoXConfig(hidden_size=d, num_hidden_layers=n_layers, num_attention_heads=n_heads,
-                             intermediate_size=d_mlp, max_position_embeddings=context_length, rotary_pct=0.25,
-                             use_parallel_residual=True, hidden_dropout=0.0, attention_dropout=0.0, **common)  # fmt: skip
+        return GPTNeoXConfig(
+            hidden_size=d,
+            num_hidden_layers=n_layers,
+            num_attention_heads=n_heads,
+            intermediate_size=d_mlp,
+            max_position_embeddings=context_length,
+            rotary_pct=0.25,
+            use_parallel_residual=True,
+            hidden_dropout=0.0,
+            attention_dropout=0.0,
+            **common,
+        )
     if arch == "gpt2":
         from transformers import GPT2Config
 
-        return GPT2Config(n_embd=d, n_layer=n_layers, n_head=n_heads, n_inner=d_mlp, n_positions=context_length,
-                          resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common)  # fmt: skip
+        return GPT2Config(
+            n_embd=d,
+            n_layer=n_layers,
+            n_head=n_heads,
+            n_inner=d_mlp,
+            n_positions=context_length,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            **common,
+        )
     if arch == "llama":
         from transformers import LlamaConfig
 
-        return LlamaConfig(hidden_size=d, num_hidden_layers=n_layers, num_attention_heads=n_heads,
-                           num_key_value_heads=n_heads, intermediate_size=d_mlp,
-                           max_position_embeddings=context_length, **common)  # fmt: skip
+        return LlamaConfig(
+            hidden_size=d,
+            num_hidden_layers=n_layers,
+            num_attention_heads=n_heads,
+            num_key_value_heads=n_heads,
+            intermediate_size=d_mlp,
+            max_position_embeddings=context_length,
+            **common,
+        )
     raise ValueError(f"model {entry['name']}: architecture {arch!r} is not one of {FAMILY_ARCHITECTURES}")
 
 

@@ -7,7 +7,7 @@ config as "layer.index", e.g. "2.117".
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -29,7 +29,7 @@ class Neuron:
         return f"mlp.{self.layer}"
 
     @classmethod
-    def parse(cls, text: str) -> "Neuron":
+    def parse(cls, text: str) -> Neuron:
         try:
             layer, index = (int(p) for p in str(text).split("."))
         except ValueError:
@@ -37,7 +37,7 @@ class Neuron:
         return cls(layer, index)
 
     @classmethod
-    def from_name(cls, name: str) -> "Neuron":
+    def from_name(cls, name: str) -> Neuron:
         """The inverse of `name`: 'L2N117' -> Neuron(2, 117)."""
         m = re.fullmatch(r"L(\d+)N(\d+)", name)
         if m is None:
@@ -46,47 +46,60 @@ class Neuron:
 
 
 @dataclass
-class SelectionConfig:
-    explicit: list[str]  # "layer.index"
+class NeuronSpec:
+    """Which neurons a stage looks at: the config's shared `neurons:` section, merged with a stage's
+    own `neurons:` overrides (e.g. `epo.neurons`). The selection is the union of every rule below."""
+
+    explicit: list[str] = field(default_factory=list)  # "layer.index"
     top_per_layer: int = 3  # highest max activation per layer
     top_concentration: int = 5  # most token-concentrated neurons overall (the report's table)
     random_per_layer: int = 1
+    layers: list[int] | None = None  # layers the per-layer and concentration rules look at; None = all
     seed: int = 0
 
 
 def token_concentration(scan: Scan, hook: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Share of a unit's top-k examples whose max token is its most common max token.
     Returns (share [units], that token id [units])."""
-    w, p = scan[f"{hook}.top_window"], scan[f"{hook}.top_pos"]  # [k, units]
+    w, p = scan.tensor(hook, "top_window"), scan.tensor(hook, "top_pos")  # [k, units]
     tokens = scan.windows.ids[w.clamp(min=0), p.clamp(min=0)]
     mode = tokens.mode(dim=0).values  # [units]
     return (tokens == mode).float().mean(0), mode
 
 
-def select_neurons(scan: Scan, cfg: SelectionConfig, extra: list[Neuron] = ()) -> list[Neuron]:
-    """Explicit neurons, the top by max activation per layer, the most token-concentrated overall,
-    a seeded random few per layer, and `extra` (e.g. the trained model's selection, for its twin)."""
+def resolve_neurons(scan: Scan, spec: NeuronSpec, extra: list[Neuron] = ()) -> list[Neuron]:
+    """The neurons `spec` selects in `scan`, sorted, plus `extra` (e.g. the trained model's
+    selection, for its twin). Every layer and index is range-checked here, against the scan."""
     n_layers = scan.meta["n_layers"]
+
+    def check_layer(layer: int, what: str) -> None:
+        if not 0 <= layer < n_layers:
+            raise ScanError(
+                f"{what}: layer {layer} is out of range for {scan.meta['model']} ({n_layers} layers, 0-{n_layers - 1})"
+            )
+
     chosen = set(extra)
-    for text in cfg.explicit:
+    for text in spec.explicit:
         neuron = Neuron.parse(text)
-        if not 0 <= neuron.layer < n_layers:
-            raise ScanError(f"neuron {text}: layer {neuron.layer} is out of range for {scan.meta['model']} "
-                            f"({n_layers} layers, 0-{n_layers - 1})")  # fmt: skip
+        check_layer(neuron.layer, f"neuron {text}")
         scan.check_unit(neuron.hook, neuron.index)
         chosen.add(neuron)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    layers = range(n_layers) if spec.layers is None else spec.layers
+    for layer in layers:
+        check_layer(layer, "neurons.layers")
+    gen = torch.Generator().manual_seed(spec.seed)
     conc_all = []
-    for layer in range(n_layers):
+    for layer in layers:
         hook = f"mlp.{layer}"
-        top = scan[f"{hook}.max"].topk(min(cfg.top_per_layer, scan[f"{hook}.max"].numel())).indices
+        unit_max = scan.tensor(hook, "max")
+        top = unit_max.topk(min(spec.top_per_layer, unit_max.numel())).indices
         chosen.update(Neuron(layer, int(i)) for i in top)
-        rand = torch.randperm(scan[f"{hook}.max"].numel(), generator=gen)[: cfg.random_per_layer]
+        rand = torch.randperm(unit_max.numel(), generator=gen)[: spec.random_per_layer]
         chosen.update(Neuron(layer, int(i)) for i in rand)
         share, _ = token_concentration(scan, hook)
         conc_all += [(float(s), Neuron(layer, i)) for i, s in enumerate(share.tolist())]
     conc_all.sort(key=lambda t: (-t[0], t[1]))
-    chosen.update(n for _, n in conc_all[: cfg.top_concentration])
+    chosen.update(n for _, n in conc_all[: spec.top_concentration])
     return sorted(chosen)
 
 

@@ -1,7 +1,7 @@
 """Probe a neuron with your own text: per-token activations, or the layer's most active neurons.
 
-    python -m lmfeatures probe --model neox-m --layer 1 --neuron 23 "def f(x):"
-    python -m lmfeatures probe --model neox-m --layer 1 --top 10 "def f(x):"
+python -m lmfeatures probe --model neox-m --layer 1 --neuron 23 "def f(x):"
+python -m lmfeatures probe --model neox-m --layer 1 --top 10 "def f(x):"
 """
 
 from __future__ import annotations
@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         hooked = HookedModel(model)
         text = sys.stdin.read() if args.text == "-" else args.text
         result = probe(hooked, tokenizer, args.layer, text)
-        colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ)
+        colour = args.color == "always" or (
+            args.color == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        )
         out = [f"{args.model} layer {args.layer}: {len(result.tokens)} tokens"]
         if args.neuron is not None:
             out.append(format_neuron(result, args.neuron, colour))

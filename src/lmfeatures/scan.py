@@ -12,9 +12,10 @@ pass per batch updates, all as tensor operations over [units]:
     max, min, density above 0 and above a threshold;
   * a 64-bin histogram anchored at 0 with a per-unit power-of-two bin width that doubles
     (merging bin pairs, which is exact) whenever a value falls outside the range;
-  * each window's max and argmax position, streamed to an on-disk memmap [windows, units], so that
+  * each window's max, streamed to a table [windows, units] that the caller allocates (the scan
+    stage memory-maps it to disk, so memory stays bounded whatever the corpus size), so that
     after the pass interval samples (equal-width intervals over (0, max]) and random examples are
-    drawn exactly with the final max, with memory bounded whatever the corpus size.
+    drawn exactly with the final max.
 The forward pass stops after the deepest requested layer.
 """
 
@@ -23,16 +24,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from .hooks import HookedModel
-from .io import atomic_path, write_json
 
 HIST_BINS = 64  # 32 below zero, 32 above, all of one per-unit width
 SCAN_FORMAT = 1
@@ -100,13 +101,17 @@ def make_windows(docs: list[list[int]], context_length: int, max_tokens: int | N
             "lower scan.context_length or use a corpus with longer documents"
         )
     return Windows(
-        doc=torch.tensor(doc), start=torch.tensor(start), valid_from=torch.tensor(valid),
-        ids=torch.tensor(chunks, dtype=torch.int64), skipped_short_docs=skipped,
-    )  # fmt: skip
+        doc=torch.tensor(doc),
+        start=torch.tensor(start),
+        valid_from=torch.tensor(valid),
+        ids=torch.tensor(chunks, dtype=torch.int64),
+        skipped_short_docs=skipped,
+    )
 
 
-def batch_partials(acts: torch.Tensor, valid: torch.Tensor, shift: torch.Tensor,
-                   threshold: float) -> tuple[torch.Tensor, ...]:  # fmt: skip
+def batch_partials(
+    acts: torch.Tensor, valid: torch.Tensor, shift: torch.Tensor, threshold: float
+) -> tuple[torch.Tensor, ...]:
     """Everything the scan needs from one batch but the histogram, in as few passes as possible.
 
     acts [batch, pos, units] float32; valid [batch, pos] bool; shift [units] (≈ running mean, so
@@ -123,8 +128,16 @@ def batch_partials(acts: torch.Tensor, valid: torch.Tensor, shift: torch.Tensor,
     vf = v.flatten(0, 1).to(x.dtype)  # [tokens, 1]
     d = (x - shift) * vf
     d2 = d * d
-    sums = torch.stack([d.sum(0), d2.sum(0), (d2 * d).sum(0), (d2 * d2).sum(0),
-                        ((x > 0).to(x.dtype) * vf).sum(0), ((x > threshold).to(x.dtype) * vf).sum(0)])  # fmt: skip
+    sums = torch.stack(
+        [
+            d.sum(0),
+            d2.sum(0),
+            (d2 * d).sum(0),
+            (d2 * d2).sum(0),
+            ((x > 0).to(x.dtype) * vf).sum(0),
+            ((x > threshold).to(x.dtype) * vf).sum(0),
+        ]
+    )
     unit_max = torch.where(vf > 0, x, -math.inf).amax(0)
     unit_min = torch.where(vf > 0, x, math.inf).amin(0)
     return win_max, win_arg, sums, unit_max, unit_min
@@ -146,8 +159,9 @@ def batch_histogram(acts: torch.Tensor, valid: torch.Tensor, inv_width: torch.Te
 class _Accumulator:
     """Running statistics of one hook point over [units]: merges of per-batch partials, on the device."""
 
-    def __init__(self, n_units: int, k: int, threshold: float, device: torch.device,
-                 kernels=(batch_partials, batch_histogram)):  # fmt: skip
+    def __init__(
+        self, n_units: int, k: int, threshold: float, device: torch.device, kernels=(batch_partials, batch_histogram)
+    ):
         f64 = dict(dtype=torch.float64, device=device)
         self.k, self.threshold = k, threshold
         self.partials, self.histogram = kernels
@@ -199,8 +213,9 @@ class _Accumulator:
         while bool((rows := absmax >= half * self.bin_width).any()):
             neg, pos = self.hist[rows, :half], self.hist[rows, half:]
             zeros = torch.zeros_like(neg[:, : half // 2])
-            self.hist[rows] = torch.cat([zeros, neg.reshape(-1, half // 2, 2).sum(-1),
-                                         pos.reshape(-1, half // 2, 2).sum(-1), zeros], dim=1)  # fmt: skip
+            self.hist[rows] = torch.cat(
+                [zeros, neg.reshape(-1, half // 2, 2).sum(-1), pos.reshape(-1, half // 2, 2).sum(-1), zeros], dim=1
+            )
             self.bin_width[rows] *= 2
 
     def _merge_moments(self, nb: int, shift: torch.Tensor, s: torch.Tensor) -> None:
@@ -215,8 +230,12 @@ class _Accumulator:
             self.mean, self.m2, self.m3, self.m4, self.count = mb, m2b, m3b, m4b, nb
             return
         delta = mb - self.mean
-        self.m4 += m4b + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3 \
-            + 6 * delta**2 * (na * na * m2b + nb * nb * self.m2) / n**2 + 4 * delta * (na * m3b - nb * self.m3) / n
+        self.m4 += (
+            m4b
+            + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
+            + 6 * delta**2 * (na * na * m2b + nb * nb * self.m2) / n**2
+            + 4 * delta * (na * m3b - nb * self.m3) / n
+        )
         self.m3 += m3b + delta**3 * na * nb * (na - nb) / n**2 + 3 * delta * (na * m2b - nb * self.m2) / n
         self.m2 += m2b + delta**2 * na * nb / n
         self.mean = self.mean + delta * nb / n
@@ -228,11 +247,15 @@ class _Accumulator:
         sd = var.sqrt()
         safe = torch.where(sd > 0, sd, torch.ones_like(sd))
         return {
-            "max": self.max, "min": self.min, "mean": self.mean.float(), "var": var.float(),
+            "max": self.max,
+            "min": self.min,
+            "mean": self.mean.float(),
+            "var": var.float(),
             "skew": torch.where(sd > 0, (self.m3 / n) / safe**3, torch.zeros_like(sd)).float(),
             "kurtosis": torch.where(sd > 0, (self.m4 / n) / safe**4 - 3, torch.zeros_like(sd)).float(),
-            "density": (self.n_pos / n).float(), "density_above_threshold": (self.n_thr / n).float(),
-        }  # fmt: skip
+            "density": (self.n_pos / n).float(),
+            "density_above_threshold": (self.n_thr / n).float(),
+        }
 
 
 def _interval_samples(win_max: np.ndarray, unit_max: np.ndarray, cfg: ScanConfig, rng: np.random.Generator):
@@ -282,18 +305,31 @@ def fingerprint(model_dir: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def scan(model: HookedModel, windows: Windows, cfg: ScanConfig, table_dir: Path, desc: str = "scan") -> dict:
-    """Run the scan; window-max tables are written under `table_dir`. Returns tensors by name."""
+def in_memory(hook: str, shape: tuple[int, int]) -> np.ndarray:
+    """The default window-max table: a float16 array in RAM."""
+    return np.empty(shape, dtype=np.float16)
+
+
+def scan(
+    model: HookedModel,
+    windows: Windows,
+    cfg: ScanConfig,
+    allocate: Callable[[str, tuple[int, int]], np.ndarray] = in_memory,
+    desc: str = "scan",
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """Run the scan. Returns (tensors by '{hook}.{field}' name, {hook: window-max table}).
+
+    Each hook's window-max table, float16 [windows, units], comes from `allocate(hook, shape)`:
+    an array in RAM by default, or a memory-mapped file to keep RAM bounded for large corpora.
+    """
     hooks = _hook_names(model, cfg.kinds)
     dims = {h: model.d_mlp if h.startswith("mlp") else model.d_model for h in hooks}
     device = model.device
     n_win = len(windows.doc)
     n_tokens = int((cfg.context_length - windows.valid_from).sum())
     kernels = _kernels(cfg.compile, n_tokens * sum(dims.values()))
-    acc = {h: _Accumulator(dims[h], min(cfg.top_k, n_win), cfg.density_threshold, device, kernels)
-           for h in hooks}  # fmt: skip
-    tables = {h: np.lib.format.open_memmap(table_dir / f"{h}.winmax.npy", "w+", np.float16, (n_win, dims[h]))
-              for h in hooks}  # fmt: skip
+    acc = {h: _Accumulator(dims[h], min(cfg.top_k, n_win), cfg.density_threshold, device, kernels) for h in hooks}
+    tables = {h: allocate(h, (n_win, dims[h])) for h in hooks}
     positions = torch.arange(cfg.context_length)
     bar = tqdm(total=n_tokens, desc=desc, unit="tok", unit_scale=True, mininterval=2.0)
     with torch.inference_mode():
@@ -315,21 +351,27 @@ def scan(model: HookedModel, windows: Windows, cfg: ScanConfig, table_dir: Path,
     out = {"random_window": random_windows}
     for h in hooks:
         a = acc[h]
-        tables[h].flush()
         st = {k: v.cpu() for k, v in a.stats().items()}
         intervals = torch.from_numpy(_interval_samples(tables[h], st["max"].numpy(), cfg, rng))
         hist = a.hist.cpu()
         edges_w = a.bin_width.cpu()
         # share of tokens per interval (0, max/I], ...: from the histogram, linear within a straddling bin
         share = _interval_share(hist, edges_w, st["max"], cfg.n_intervals)
-        out.update({f"{h}.top_values": a.top_values.cpu(), f"{h}.top_window": a.top_window.cpu(),
-                    f"{h}.top_pos": a.top_pos.cpu(), f"{h}.hist": hist.float(), f"{h}.bin_width": edges_w,
-                    f"{h}.interval_window": intervals, f"{h}.interval_share": share,
-                    f"{h}.random_values": torch.from_numpy(np.asarray(tables[h][random_windows.numpy()],
-                                                                       dtype=np.float32))})  # fmt: skip
+        out.update(
+            {
+                f"{h}.top_values": a.top_values.cpu(),
+                f"{h}.top_window": a.top_window.cpu(),
+                f"{h}.top_pos": a.top_pos.cpu(),
+                f"{h}.hist": hist.float(),
+                f"{h}.bin_width": edges_w,
+                f"{h}.interval_window": intervals,
+                f"{h}.interval_share": share,
+                f"{h}.random_values": torch.from_numpy(np.asarray(tables[h][random_windows.numpy()], dtype=np.float32)),
+            }
+        )
         out.update({f"{h}.{k}": v for k, v in st.items()})
     out["n_tokens"] = torch.tensor(n_tokens)
-    return out
+    return out, tables
 
 
 def _interval_share(hist: torch.Tensor, width: torch.Tensor, unit_max: torch.Tensor, n_intervals: int):
@@ -348,42 +390,48 @@ def _interval_share(hist: torch.Tensor, width: torch.Tensor, unit_max: torch.Ten
 
 
 # ---------------------------------------------------------------------------------------------
-# Files: results/scans/{model}/scan.safetensors + windows.safetensors + meta.json + *.winmax.npy
+# The saved scan: results/scans/{model}/scan.safetensors + windows.safetensors + meta.json +
+# {hook}.winmax.npy (written by lmfeatures.stages.scans.scan, read by load_scan)
 
 
-def scan_meta(model_name: str, model_dir: str | Path, model: HookedModel, cfg: ScanConfig, windows: Windows,
-              doc_ids: list[str]) -> dict:  # fmt: skip
+def scan_meta(
+    model_name: str, model_dir: str | Path, model: HookedModel, cfg: ScanConfig, windows: Windows, doc_ids: list[str]
+) -> dict:
     return {
-        "format": SCAN_FORMAT, "model": model_name, "model_fingerprint": fingerprint(model_dir),
-        "architecture": model.model_type, "n_layers": model.n_layers, "d_mlp": model.d_mlp,
-        "d_model": model.d_model, "scan_config": asdict(cfg),
-        "hooks": _hook_names(model, cfg.kinds), "n_windows": len(windows.doc),
-        "skipped_short_docs": windows.skipped_short_docs, "doc_ids": doc_ids,
-    }  # fmt: skip
-
-
-def write_scan(out_dir: str | Path, result: dict, windows: Windows, meta: dict, table_dir: Path) -> None:
-    with atomic_path(out_dir, directory=True) as tmp:
-        save_file({k: v.contiguous() for k, v in result.items()}, str(tmp / "scan.safetensors"))
-        save_file({"doc": windows.doc, "start": windows.start, "valid_from": windows.valid_from,
-                   "ids": windows.ids}, str(tmp / "windows.safetensors"))  # fmt: skip
-        for f in table_dir.glob("*.winmax.npy"):
-            f.rename(tmp / f.name)
-        meta = {**meta, "n_tokens": int(result["n_tokens"])}
-        write_json(tmp / "meta.json", meta)
+        "format": SCAN_FORMAT,
+        "model": model_name,
+        "model_fingerprint": fingerprint(model_dir),
+        "architecture": model.model_type,
+        "n_layers": model.n_layers,
+        "d_mlp": model.d_mlp,
+        "d_model": model.d_model,
+        "scan_config": asdict(cfg),
+        "hooks": _hook_names(model, cfg.kinds),
+        "n_windows": len(windows.doc),
+        "skipped_short_docs": windows.skipped_short_docs,
+        "doc_ids": doc_ids,
+    }
 
 
 @dataclass
 class Scan:
-    """A loaded scan. Tensors are keyed '{hook}.{field}', e.g. scan['mlp.2.top_values'] [k, d_mlp]."""
+    """A loaded scan; read a hook's field with `tensor`, e.g. scan.tensor("mlp.2", "top_values") [k, d_mlp]."""
 
     meta: dict
     tensors: dict[str, torch.Tensor]
     windows: Windows
     path: Path
 
-    def __getitem__(self, key: str) -> torch.Tensor:
-        return self.tensors[key]
+    def tensor(self, hook: str, field: str) -> torch.Tensor:
+        """One field of one hook, e.g. scan.tensor("mlp.2", "top_values") [k, d_mlp]; fields: top_values,
+        top_window, top_pos, max, min, mean, var, skew, kurtosis, density, density_above_threshold,
+        hist, bin_width, interval_window, interval_share, random_values."""
+        return self.tensors[f"{hook}.{field}"]
+
+    @property
+    def random_windows(self) -> torch.Tensor:
+        """int64 [n_random] the windows drawn at random (the same for every unit)."""
+        return self.tensors["random_window"]
 
     def window_max_table(self, hook: str) -> np.ndarray:
         """[windows, units] float16 memmap of each window's max activation."""
@@ -392,7 +440,7 @@ class Scan:
     def check_unit(self, hook: str, unit: int) -> None:
         if hook not in self.meta["hooks"]:
             raise ScanError(f"hook {hook!r} is not in the scan of {self.meta['model']} (hooks: {self.meta['hooks']})")
-        n = self[f"{hook}.max"].shape[0]
+        n = self.tensor(hook, "max").shape[0]
         if not 0 <= unit < n:
             raise ScanError(f"unit {unit} is out of range for {hook} of {self.meta['model']} (0-{n - 1})")
 
@@ -415,30 +463,11 @@ def load_scan(path: str | Path, model_dir: str | Path | None = None, expect: dic
                 f"scan at {str(path)!r} has {key}={meta['scan_config'].get(key)!r}, expected {value!r}: rerun the scan"
             )
     w = load_file(str(path / "windows.safetensors"))
-    windows = Windows(doc=w["doc"], start=w["start"], valid_from=w["valid_from"], ids=w["ids"],
-                      skipped_short_docs=meta["skipped_short_docs"])  # fmt: skip
+    windows = Windows(
+        doc=w["doc"],
+        start=w["start"],
+        valid_from=w["valid_from"],
+        ids=w["ids"],
+        skipped_short_docs=meta["skipped_short_docs"],
+    )
     return Scan(meta=meta, tensors=load_file(str(path / "scan.safetensors")), windows=windows, path=path)
-
-
-def scan_stage(model_dir: str, corpus_dir: str, out_dir: str, model_name: str, scan_cfg: dict, config: dict,
-               seed: int, device: str, threads: int) -> None:  # fmt: skip
-    """The `scan` rule: tokenize the held-out split with the model's own tokenizer, scan, write atomically."""
-    import tempfile
-
-    from .corpus import load_corpus
-    from .io import write_provenance
-    from .models import load_model, resolve_device
-
-    torch.set_num_threads(threads)
-    cfg = ScanConfig(**scan_cfg, seed=seed)
-    model, tok = load_model(model_dir, resolve_device(device))
-    hooked = HookedModel(model)
-    heldout = load_corpus(corpus_dir)["heldout"]
-    docs = tok(list(heldout["text"]), add_special_tokens=False)["input_ids"]
-    windows = make_windows(docs, cfg.context_length, cfg.max_tokens)
-    Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".scan-tables-", dir=Path(out_dir).parent) as tables:
-        result = scan(hooked, windows, cfg, Path(tables), desc=f"scan {model_name}")
-        meta = scan_meta(model_name, model_dir, hooked, cfg, windows, list(heldout["doc_id"]))
-        write_scan(out_dir, result, windows, meta, Path(tables))
-    write_provenance(out_dir, config, seed, model=model_name, n_tokens=int(result["n_tokens"]))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 
 @dataclass
@@ -38,11 +38,8 @@ class TokenizedSplit:
         out[torch.arange(len(self.tokens)) + doc_of_token] = self.tokens.long()
         return out
 
-    def save(self, path: str | Path) -> None:
-        save_file({"tokens": self.tokens.contiguous(), "doc_offsets": self.doc_offsets.contiguous()}, str(path))
-
     @classmethod
-    def load(cls, path: str | Path) -> "TokenizedSplit":
+    def load(cls, path: str | Path) -> TokenizedSplit:
         t = load_file(str(path))
         return cls(tokens=t["tokens"], doc_offsets=t["doc_offsets"])
 

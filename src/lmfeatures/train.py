@@ -91,8 +91,9 @@ def train(model, train_split: TokenizedSplit, eos_id: int, cfg: TrainConfig, des
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.95),
-    )  # fmt: skip
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+    )
     model.train()
     history = []
     t0 = time.perf_counter()
@@ -109,7 +110,14 @@ def train(model, train_split: TokenizedSplit, eos_id: int, cfg: TrainConfig, des
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             value = loss.detach().item()
             bar.set_postfix(loss=f"{value:.3f}")
-            history.append({"step": step, "tokens": (step + 1) * cfg.batch_size * cfg.context_length,
-                            "loss": value, "lr": lr_at(step, cfg), "seconds": time.perf_counter() - t0})  # fmt: skip
+            history.append(
+                {
+                    "step": step,
+                    "tokens": (step + 1) * cfg.batch_size * cfg.context_length,
+                    "loss": value,
+                    "lr": lr_at(step, cfg),
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
     model.eval()
     return history

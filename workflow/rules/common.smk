@@ -5,7 +5,8 @@ from pathlib import Path
 
 from snakemake.utils import min_version
 
-from lmfeatures.config import validate_config
+from lmfeatures.config import neuron_spec, validate_config
+from lmfeatures.io import code_version
 from lmfeatures.models import TRAIN, UNTRAINED_TWIN, check_hub_source
 
 min_version("8.0")
@@ -84,14 +85,12 @@ def epo_targets():
     return pairs
 
 
-def dreaming_inputs():
-    """The Dreaming section and its figure when EPO is configured, else the static 'switched off' text."""
-    if config["epo"]["models"]:
-        return [f"{RESULTS}/report/sections/dreaming.md", f"{RESULTS}/report/figures/epo_frontiers.png"]
-    return [str(REPORT_DIR / "sections" / "dreaming-off.md")]
+def stage_code(stage):
+    """Hash of lmfeatures.stages.<stage> and everything it imports (lmfeatures.io.code_version).
+    Each job takes it as a param, so that a code change reruns the jobs that run that code."""
+    return code_version(f"lmfeatures.stages.{stage}")
 
 
-def dreaming_assets(input):
-    if config["epo"]["models"]:
-        return {"sections/dreaming.md": input.dreaming[0], "figures/epo_frontiers.png": input.dreaming[1]}
-    return {"sections/dreaming.md": input.dreaming[0]}
+def report_section(name, title, rule, on=True, off=""):
+    """An entry of the report's section registry (workflow/rules/report.smk)."""
+    return {"name": name, "title": title, "pieces": list(rule.output), "on": on, "off": off}

@@ -1,59 +1,63 @@
 # Corpus -> tokenizer -> token arrays, shared by every model of the embedded family.
+# Stage functions: lmfeatures.stages.data
 
 
 rule corpus:
     output:
-        directory(f"{RESULTS}/data/corpus"),
+        out_dir=directory(f"{RESULTS}/data/corpus"),
+    log:
+        f"{RESULTS}/logs/data/corpus.log",
+    conda:
+        "../envs/lmfeatures.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=20,
     params:
         corpus=config["corpus"],
         config=config_part("seed", "corpus"),
         seed=config["seed"],
-    log:
-        f"{RESULTS}/logs/data/corpus.log",
-    resources:
-        mem_mb=4000,
-        runtime=20,
-    conda:
-        "../envs/lmfeatures.yaml"
+        code=stage_code("data"),
     script:
         "../scripts/corpus.py"
 
 
 rule tokenizer:
     input:
-        corpus=rules.corpus.output[0],
+        corpus_dir=rules.corpus.output.out_dir,
     output:
-        directory(f"{RESULTS}/data/tokenizer"),
+        out_dir=directory(f"{RESULTS}/data/tokenizer"),
+    log:
+        f"{RESULTS}/logs/data/tokenizer.log",
+    conda:
+        "../envs/lmfeatures.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=20,
     params:
         tokenizer=config["tokenizer"],
         config=config_part("seed", "corpus", "tokenizer"),
         seed=config["seed"],
-    log:
-        f"{RESULTS}/logs/data/tokenizer.log",
-    resources:
-        mem_mb=4000,
-        runtime=20,
-    conda:
-        "../envs/lmfeatures.yaml"
+        code=stage_code("data"),
     script:
         "../scripts/tokenizer.py"
 
 
 rule tokens:
     input:
-        corpus=rules.corpus.output[0],
-        tokenizer=rules.tokenizer.output[0],
+        corpus_dir=rules.corpus.output.out_dir,
+        tokenizer_dir=rules.tokenizer.output.out_dir,
     output:
-        directory(f"{RESULTS}/data/tokens"),
-    params:
-        config=config_part("seed", "corpus", "tokenizer"),
-        seed=config["seed"],
+        out_dir=directory(f"{RESULTS}/data/tokens"),
     log:
         f"{RESULTS}/logs/data/tokens.log",
+    conda:
+        "../envs/lmfeatures.yaml"
     resources:
         mem_mb=4000,
         runtime=20,
-    conda:
-        "../envs/lmfeatures.yaml"
+    params:
+        config=config_part("seed", "corpus", "tokenizer"),
+        seed=config["seed"],
+        code=stage_code("data"),
     script:
         "../scripts/tokens.py"

@@ -1,40 +1,50 @@
 # Every configured model ends up under results/models/{model} as a save_pretrained directory.
+# Stage functions: lmfeatures.stages.models
 
 
 rule train_model:
     input:
-        tokenizer=rules.tokenizer.output[0],
-        tokens=rules.tokens.output[0],
+        tokenizer_dir=rules.tokenizer.output.out_dir,
+        tokens_dir=rules.tokens.output.out_dir,
     output:
-        directory(f"{RESULTS}/models/{{model}}"),
+        out_dir=directory(f"{RESULTS}/models/{{model}}"),
+    log:
+        f"{RESULTS}/logs/models/{{model}}.log",
     wildcard_constraints:
         model=one_of(TRAINED),
+    conda:
+        "../envs/lmfeatures.yaml"
+    threads: config["training"]["threads"]
+    resources:
+        mem_mb=6000,
+        runtime=60,
     params:
         entry=lambda wc: MODELS[wc.model],
         training=config["training"],
         config=config_part("seed", "device", "corpus", "tokenizer", "training"),
         seed=config["seed"],
         device=config["device"],
-    threads: config["training"]["threads"]
-    log:
-        f"{RESULTS}/logs/models/{{model}}.log",
-    resources:
-        mem_mb=6000,
-        runtime=60,
-    conda:
-        "../envs/lmfeatures.yaml"
+        code=stage_code("models"),
     script:
         "../scripts/train_model.py"
 
 
 rule untrained_twin:
     input:
-        tokenizer=rules.tokenizer.output[0],
-        tokens=rules.tokens.output[0],
+        tokenizer_dir=rules.tokenizer.output.out_dir,
+        tokens_dir=rules.tokens.output.out_dir,
     output:
-        directory(f"{RESULTS}/models/{{model}}"),
+        out_dir=directory(f"{RESULTS}/models/{{model}}"),
+    log:
+        f"{RESULTS}/logs/models/{{model}}.log",
     wildcard_constraints:
         model=one_of(TWINS),
+    conda:
+        "../envs/lmfeatures.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
     params:
         entry=lambda wc: MODELS[wc.model],
         twin=lambda wc: MODELS[MODELS[wc.model]["twin_of"]],
@@ -42,38 +52,32 @@ rule untrained_twin:
         config=config_part("seed", "device", "corpus", "tokenizer", "training"),
         seed=config["seed"],
         device=config["device"],
-    threads: 1
-    log:
-        f"{RESULTS}/logs/models/{{model}}.log",
-    resources:
-        mem_mb=4000,
-        runtime=20,
-    conda:
-        "../envs/lmfeatures.yaml"
+        code=stage_code("models"),
     script:
         "../scripts/untrained_twin.py"
 
 
 rule hub_model:
     input:
-        corpus=rules.corpus.output[0],
+        corpus_dir=rules.corpus.output.out_dir,
     output:
-        directory(f"{RESULTS}/models/{{model}}"),
+        out_dir=directory(f"{RESULTS}/models/{{model}}"),
+    log:
+        f"{RESULTS}/logs/models/{{model}}.log",
     wildcard_constraints:
         model=one_of(HUB),
+    conda:
+        "../envs/lmfeatures.yaml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=60,
     params:
         entry=lambda wc: MODELS[wc.model],
         training=config["training"],
         config=config_part("seed", "device", "corpus", "training"),
         seed=config["seed"],
         device=config["device"],
-    threads: 2
-    log:
-        f"{RESULTS}/logs/models/{{model}}.log",
-    resources:
-        mem_mb=16000,
-        runtime=60,
-    conda:
-        "../envs/lmfeatures.yaml"
+        code=stage_code("models"),
     script:
         "../scripts/hub_model.py"

@@ -1,50 +1,57 @@
-# Report: rules write every table and figure; report/report.qmd only includes them.
+# The report: each section's rule writes its pieces under results/report/{section}/, its text is
+# report/sections/{section}.md, and report/report.qmd includes the sections this registry lists.
+# Stage functions: lmfeatures.stages.report
 
 
 rule model_summary:
     input:
         models=all_model_dirs(),
     output:
-        table=f"{RESULTS}/report/tables/models.md",
-        csv=f"{RESULTS}/report/tables/models.csv",
-        curves=f"{RESULTS}/report/figures/training_curves.png",
+        table=f"{RESULTS}/report/models/models.md",
+        csv=f"{RESULTS}/report/models/models.csv",
+        curves=f"{RESULTS}/report/models/training_curves.png",
     log:
         f"{RESULTS}/logs/report/model_summary.log",
     conda:
         "../envs/lmfeatures.yaml"
+    params:
+        code=stage_code("report"),
     script:
         "../scripts/model_summary.py"
+
+
+# The section registry, in report order: adding a section is one entry here, the rule that writes
+# its pieces, and report/sections/{name}.md.
+REPORT_SECTIONS = [
+    report_section("models", "Models", rules.model_summary),
+    report_section("dataset-examples", "Dataset examples", rules.scan_summary),
+    report_section(
+        "dreaming",
+        "Dreaming",
+        rules.epo_summary,
+        on=bool(config["epo"]["models"]),
+        off="EPO is switched off in this configuration: list model names under `epo.models` to run it.",
+    ),
+]
 
 
 rule report:
     input:
         source=REPORT_DIR / "report.qmd",
-        tables=rules.model_summary.output.table,
-        curves=rules.model_summary.output.curves,
-        distributions=rules.scan_summary.output.distributions,
-        monosemantic=rules.scan_summary.output.table,
-        gallery=rules.scan_summary.output.gallery,
-        pages=[f"{RESULTS}/neurons/{n}" for n in MODELS],
-        dreaming=dreaming_inputs(),
+        texts=[REPORT_DIR / "sections" / f"{s['name']}.md" for s in REPORT_SECTIONS],
+        pieces=[p for s in REPORT_SECTIONS if s["on"] for p in s["pieces"]],
     output:
         html=f"{RESULTS}/report/index.html",
         provenance=f"{RESULTS}/report/provenance.json",
-    params:
-        report_dir=lambda wc, input: str(Path(input.source).parent),
-        assets=lambda wc, input: {
-            "tables/models.md": input.tables,
-            "figures/training_curves.png": input.curves,
-            "figures/activation_distributions.png": input.distributions,
-            "tables/monosemantic.md": input.monosemantic,
-            "tables/gallery.md": input.gallery,
-            **dreaming_assets(input),
-        },
-        renderer=config["report"]["renderer"],
-        config=config,
-        seed=config["seed"],
     log:
         f"{RESULTS}/logs/report/report.log",
     conda:
         "../envs/lmfeatures.yaml"
+    params:
+        sections=[{k: s[k] for k in ("name", "title", "on", "off")} for s in REPORT_SECTIONS],
+        renderer=config["report"]["renderer"],
+        config=config,
+        seed=config["seed"],
+        code=stage_code("report"),
     script:
         "../scripts/report.py"

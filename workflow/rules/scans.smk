@@ -1,50 +1,53 @@
 # Dataset max-activation scans, neuron pages and the report's "Dataset examples" pieces.
+# Stage functions: lmfeatures.stages.scans
 
 
 rule scan:
     input:
-        model=model_dir("{model}"),
-        corpus=rules.corpus.output[0],
+        model_dir=model_dir("{model}"),
+        corpus_dir=rules.corpus.output.out_dir,
     output:
-        directory(f"{RESULTS}/scans/{{model}}"),
+        out_dir=directory(f"{RESULTS}/scans/{{model}}"),
+    log:
+        f"{RESULTS}/logs/scans/{{model}}.log",
+    conda:
+        "../envs/lmfeatures.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
     params:
         scan=config["scan"],
         config=config_part("seed", "device", "corpus", "scan"),
         seed=config["seed"],
         device=config["device"],
-    threads: 2
-    log:
-        f"{RESULTS}/logs/scans/{{model}}.log",
-    resources:
-        mem_mb=8000,
-        runtime=60,
-    conda:
-        "../envs/lmfeatures.yaml"
+        code=stage_code("scans"),
     script:
         "../scripts/scan.py"
 
 
 rule neuron_pages:
     input:
-        model=model_dir("{model}"),
-        scan=scan_dir("{model}"),
-        partner=lambda wc: [partner_of(wc.model)["scan"]] if partner_of(wc.model) else [],
+        model_dir=model_dir("{model}"),
+        scan_dir=scan_dir("{model}"),
+        partner_scan=lambda wc: [partner_of(wc.model)["scan"]] if partner_of(wc.model) else [],
     output:
-        directory(f"{RESULTS}/neurons/{{model}}"),
+        out_dir=directory(f"{RESULTS}/neurons/{{model}}"),
+    log:
+        f"{RESULTS}/logs/neurons/{{model}}.log",
+    conda:
+        "../envs/lmfeatures.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
-        selection=config["neurons"],
+        selection=neuron_spec(config),
         partner=lambda wc: partner_of(wc.model),
         config=config_part("seed", "device", "scan", "neurons"),
         seed=config["seed"],
         device=config["device"],
-    threads: 2
-    log:
-        f"{RESULTS}/logs/neurons/{{model}}.log",
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        "../envs/lmfeatures.yaml"
+        code=stage_code("scans"),
     script:
         "../scripts/neuron_pages.py"
 
@@ -55,15 +58,16 @@ rule scan_summary:
         pages=[f"{RESULTS}/neurons/{n}" for n in MODELS],
         models=all_model_dirs(),
     output:
-        distributions=f"{RESULTS}/report/figures/activation_distributions.png",
-        table=f"{RESULTS}/report/tables/monosemantic.md",
-        gallery=f"{RESULTS}/report/tables/gallery.md",
-    params:
-        names=list(MODELS),
-        kinds={n: model_kind(n) for n in MODELS},
+        distributions=f"{RESULTS}/report/dataset-examples/activation_distributions.png",
+        table=f"{RESULTS}/report/dataset-examples/monosemantic.md",
+        gallery_md=f"{RESULTS}/report/dataset-examples/gallery.md",
     log:
         f"{RESULTS}/logs/report/scan_summary.log",
     conda:
         "../envs/lmfeatures.yaml"
+    params:
+        names=list(MODELS),
+        kinds={n: model_kind(n) for n in MODELS},
+        code=stage_code("scans"),
     script:
         "../scripts/scan_summary.py"

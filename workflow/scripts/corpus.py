@@ -1,5 +1,4 @@
-from lmfeatures.build import corpus_stage
-from lmfeatures.io import log_stderr
+from lmfeatures.stages import run_rule
+from lmfeatures.stages.data import corpus
 
-with log_stderr(snakemake.log[0]):
-    corpus_stage(snakemake.output[0], snakemake.params.corpus, snakemake.params.config, snakemake.params.seed)
+run_rule(corpus, snakemake)

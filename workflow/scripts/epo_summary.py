@@ -1,9 +1,4 @@
-from lmfeatures.epo_report import epo_summary_stage
-from lmfeatures.io import log_stderr
+from lmfeatures.stages import run_rule
+from lmfeatures.stages.epo import epo_summary
 
-p, o = snakemake.params, snakemake.output
-with log_stderr(snakemake.log[0]):
-    epo_summary_stage(
-        dict(zip(p.labels, snakemake.input.compares)), dict(zip(p.labels, p.runs_per_key)),
-        o.figure, o.section,
-    )  # fmt: skip
+run_rule(epo_summary, snakemake)

@@ -1,6 +1,4 @@
-from lmfeatures.io import log_stderr
-from lmfeatures.report import report_stage
+from lmfeatures.stages import run_rule
+from lmfeatures.stages.report import report
 
-p = snakemake.params
-with log_stderr(snakemake.log[0]):
-    report_stage(p.report_dir, p.assets, snakemake.output.html, p.renderer, p.config, p.seed)
+run_rule(report, snakemake)

@@ -1,9 +1,4 @@
-from lmfeatures.io import log_stderr
-from lmfeatures.scan_report import scan_summary_stage
+from lmfeatures.stages import run_rule
+from lmfeatures.stages.scans import scan_summary
 
-p, i, o = snakemake.params, snakemake.input, snakemake.output
-with log_stderr(snakemake.log[0]):
-    scan_summary_stage(
-        dict(zip(p.names, i.scans)), dict(zip(p.names, i.pages)), dict(zip(p.names, i.models)), p.kinds,
-        o.distributions, o.table, o.gallery,
-    )  # fmt: skip
+run_rule(scan_summary, snakemake)

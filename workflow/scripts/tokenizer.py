@@ -1,8 +1,4 @@
-from lmfeatures.build import tokenizer_stage
-from lmfeatures.io import log_stderr
+from lmfeatures.stages import run_rule
+from lmfeatures.stages.data import tokenizer
 
-with log_stderr(snakemake.log[0]):
-    tokenizer_stage(
-        snakemake.input.corpus, snakemake.output[0], snakemake.params.tokenizer,
-        snakemake.params.config, snakemake.params.seed,
-    )  # fmt: skip
+run_rule(tokenizer, snakemake)

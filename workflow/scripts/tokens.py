@@ -1,8 +1,4 @@
-from lmfeatures.build import tokens_stage
-from lmfeatures.io import log_stderr
+from lmfeatures.stages import run_rule
+from lmfeatures.stages.data import tokens
 
-with log_stderr(snakemake.log[0]):
-    tokens_stage(
-        snakemake.input.corpus, snakemake.input.tokenizer, snakemake.output[0],
-        snakemake.params.config, snakemake.params.seed,
-    )  # fmt: skip
+run_rule(tokens, snakemake)

@@ -1,9 +1,4 @@
-from lmfeatures.build import untrained_twin_stage
-from lmfeatures.io import log_stderr
+from lmfeatures.stages import run_rule
+from lmfeatures.stages.models import untrained_twin
 
-p = snakemake.params
-with log_stderr(snakemake.log[0]):
-    untrained_twin_stage(
-        snakemake.input.tokenizer, snakemake.input.tokens, snakemake.output[0], p.entry, p.twin, p.training,
-        p.config, p.seed, p.device, snakemake.threads,
-    )  # fmt: skip
+run_rule(untrained_twin, snakemake)

@@ -1,0 +1,184 @@
+"""The report's "Dreaming" section: EPO frontiers against the data, a verdict per neuron, tables."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+
+from ..epo import pareto_front
+from ..io import atomic_path
+from .plotting import md_code, plt, save_figure, set_theme
+
+
+def _front(df: pd.DataFrame) -> pd.DataFrame:
+    idx = pareto_front(torch.tensor(df["target"].values), torch.tensor(df["xent"].values)).tolist()
+    return df.iloc[idx]
+
+
+def frontier_figure(hist: pd.DataFrame, data: pd.DataFrame, scan_max: float, neuron: str, out, ax=None) -> None:
+    """Activation vs. cross-entropy: EPO's merged and per-seed frontiers, GCG, random and dataset examples."""
+    own = ax is None
+    if own:
+        set_theme()
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    colours = {"epo": "#d95f02", "gcg": "#7570b3", "random": "#999999"}
+    epo = hist[hist["method"] == "epo"]
+    if not epo.empty:
+        sample = epo.sample(min(len(epo), 3000), random_state=0)
+        ax.scatter(sample["xent"], sample["target"], s=3, alpha=0.15, color=colours["epo"], label="EPO candidates")
+        for _, g in epo.groupby("seed"):
+            f = _front(g)
+            ax.plot(f["xent"], f["target"], color=colours["epo"], alpha=0.35, linewidth=0.8, drawstyle="steps-post")
+        f = _front(epo)
+        ax.plot(
+            f["xent"],
+            f["target"],
+            color=colours["epo"],
+            linewidth=2,
+            drawstyle="steps-post",
+            marker="o",
+            markersize=3,
+            label="EPO frontier (all seeds)",
+        )
+    for method in ("gcg", "random"):
+        g = hist[hist["method"] == method]
+        if not g.empty:
+            f = _front(g)
+            ax.plot(
+                f["xent"],
+                f["target"],
+                color=colours[method],
+                linewidth=1.2,
+                drawstyle="steps-post",
+                marker="s",
+                markersize=3,
+                label=f"{method.upper() if method == 'gcg' else method} frontier",
+            )
+    ax.scatter(
+        data["xent"],
+        data["target"],
+        marker="*",
+        s=70,
+        color="#1b9e77",
+        edgecolor="black",
+        linewidth=0.4,
+        zorder=5,
+        label="dataset top examples (cut)",
+    )
+    ax.axhline(scan_max, color="#1b9e77", linestyle="--", linewidth=1, label=f"dataset max ({scan_max:.2f})")
+    for t in (4, 6):
+        ax.axvline(t, color="black", linestyle=":", linewidth=0.8)
+    ax.set_xlabel("cross-entropy of the prompt (nats / token)")
+    ax.set_ylabel("activation")
+    ax.set_title(neuron)
+    ax.set_xlim(left=0, right=min(12, max(hist["xent"].quantile(0.99), data["xent"].max()) + 0.5))
+    if own:
+        ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        save_figure(fig, out, dpi=120)
+
+
+def dreaming_section(
+    summaries: dict[str, dict],
+    runs: dict[str, pd.DataFrame],
+    data: dict[str, pd.DataFrame],
+    figure: str,
+    section_md: str,
+    figure_ref: str,
+) -> None:
+    """One frontier panel per neuron, a paragraph per neuron, the summary table and the best prompts.
+    Keyed by '{model} {neuron}': compare_with_data() summaries, every run's candidates, dataset examples."""
+    keys = sorted(summaries)
+    set_theme()
+    cols = min(3, len(keys))
+    rows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.9 * rows), squeeze=False)
+    for ax, k in zip(axes.flat, keys):
+        frontier_figure(runs[k], data[k], summaries[k]["dataset_max"], k, None, ax=ax)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.16 / rows, 1, 1))
+    save_figure(fig, figure, dpi=110)
+
+    def cell(b: dict | None) -> str:
+        return "—" if b is None else f"{b['target']:.2f}"
+
+    lines = [
+        "| model · neuron | dataset max | data, cut to n tokens | EPO xent<4 | EPO xent<6 | EPO any | "
+        "EPO/data (xent<6) | seeds' best at xent<6 | GCG any (xent) | random any |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    prompts = ["| model · neuron | fluency | EPO prompt | act | xent |", "|---|---|---|---:|---:|"]
+    paragraphs = []
+    for k in keys:
+        s = summaries[k]
+        e = s["methods"].get("epo", {})
+        b = e.get("best", {})
+        g = s["methods"].get("gcg", {}).get("best", {}).get("xent<inf")
+        r = s["methods"].get("random", {}).get("best", {}).get("xent<inf")
+        ratio = e.get("ratio_to_dataset_max", {}).get("xent<6")
+        seeds = ", ".join(f"{v:.2f}" for v in e.get("best_xent<6_per_seed", []))
+        gcg = "—" if g is None else f"{g['target']:.2f} ({g['xent']:.1f})"
+        lines.append(
+            f"| {k} | {s['dataset_max']:.2f} | {s['dataset_cut_max']:.2f} | "
+            f"{cell(b.get('xent<4'))} | {cell(b.get('xent<6'))} | "
+            f"{cell(b.get('xent<inf'))} | {'—' if ratio is None else f'{ratio:.2f}'} | {seeds} | "
+            f"{gcg} | {cell(r)} |"
+        )
+        top = s["dataset_top"]
+        prompts.append(
+            f"| {k} | best dataset example (cut) | {md_code(top['text'])} | {top['target']:.2f} | {top['xent']:.2f} |"
+        )
+        for name, key in (("xent < 4", "xent<4"), ("xent < 6", "xent<6"), ("unconstrained", "xent<inf")):
+            if b.get(key):
+                prompts.append(
+                    f"| {k} | {name} | {md_code(b[key]['text'])} | {b[key]['target']:.2f} | {b[key]['xent']:.2f} |"
+                )
+        in_dist = b.get("xent<6")
+        if in_dist is None:
+            verdict = "found no prompt with cross-entropy below 6 (in-distribution fluency)"
+        elif in_dist["target"] > s["dataset_max"]:
+            verdict = (
+                f"found activations above the dataset maximum at in-distribution fluency: "
+                f"{in_dist['target']:.2f} at xent {in_dist['xent']:.2f} against {s['dataset_max']:.2f} "
+                f"({in_dist['target'] / s['dataset_max']:.2f}×)"
+            )
+        else:
+            verdict = (
+                f"did not exceed the dataset maximum at in-distribution fluency: best {in_dist['target']:.2f} "
+                f"at xent {in_dist['xent']:.2f} against {s['dataset_max']:.2f}"
+            )
+        unc = b.get("xent<inf")
+        extra = ""
+        if unc and unc["target"] > max(s["dataset_max"], in_dist["target"] if in_dist else -math.inf):
+            extra = f" Without the fluency constraint it reached {unc['target']:.2f} (xent {unc['xent']:.2f})."
+        trapped = [v for v in e.get("best_any_per_seed", []) if v <= 0]
+        if trapped:  # GELU's negative tail: its gradient points to ever more negative pre-activations
+            extra += (
+                f" {len(trapped)} of {len(e['best_any_per_seed'])} seeds never found a positive activation: "
+                "from a start deep in the negative tail of a GELU-like activation, the one-hot gradient leads "
+                "towards ever more negative pre-activations, where the activation approaches 0 from below."
+            )
+        paragraphs.append(
+            f"**{k}.** EPO {verdict}.{extra} The best of the neuron's top dataset examples, cut to "
+            f"the same length, scores {top['target']:.2f} at xent {top['xent']:.2f}."
+        )
+    section = [
+        f"![Activation against prompt cross-entropy for each neuron. Orange: EPO candidates, per-seed frontiers "
+        f"(thin) and the frontier over all seeds (thick); purple: GCG; grey: random prompts; green stars: the "
+        f"neuron's top dataset examples cut to the same length and scored the same way; dashed: the dataset "
+        f"maximum (full-context windows); dotted: xent 4 and 6.]({figure_ref}){{#fig-epo-frontiers}}",
+        "\n\n".join(paragraphs),
+        "Best activation at each fluency threshold (merged over seeds), its ratio to the dataset maximum, "
+        "the spread over seeds, and the baselines (GCG with its cross-entropy):",
+        "\n".join(lines),
+        "The best prompts at each threshold next to the best of the neuron's top dataset examples cut to the "
+        "same length:",
+        "\n".join(prompts),
+    ]
+    with atomic_path(section_md) as tmp:
+        tmp.write_text("\n\n".join(section) + "\n")

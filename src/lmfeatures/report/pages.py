@@ -1,0 +1,211 @@
+"""Static neuron pages in the Neuroscope manner, built from sections that each stage contributes.
+
+A `NeuronPage` is a header (navigation, title, same-index links) and a list of sections; the scan
+stage adds the dataset sections, and later stages (EPO frontiers, minimal examples, SAE features)
+add theirs to the same neuron's page. The dataset sections: summary statistics with the histogram
+(inline SVG), direct logit effect, the top examples with every token coloured by activation
+(colour scale symmetric around 0, scaled to the neuron's max) shown as a window around the max
+token with the full text behind a toggle, then the interval samples and random examples. Pages
+link to previous / next neuron, to the same index in other layers, and to the same neuron in the
+untrained twin (or trained model).
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+
+import torch
+
+from ..neurons import Neuron
+from ..scan import HIST_BINS, Scan
+
+BEFORE, AFTER = 50, 10  # tokens shown around the max token, as Neuroscope
+
+CSS = """
+body{font-family:system-ui,sans-serif;max-width:72rem;margin:0 auto;padding:1rem 2rem;line-height:1.45}
+nav a{margin-right:1rem} .stats td{padding:.1rem .8rem .1rem 0} h2{margin-top:2rem;border-bottom:1px solid #ddd}
+.ex{font-family:ui-monospace,monospace;font-size:.82rem;white-space:pre-wrap;background:#fafafa;
+border:1px solid #eee;padding:.4rem;margin:.4rem 0;word-break:break-all}
+.ex .m{outline:2px solid #000} .act{color:#555;font-size:.8rem;margin-right:.6rem}
+details summary{cursor:pointer;color:#555;font-size:.8rem} table.logit td{padding:0 .6rem;font-family:monospace}
+.tok{border-radius:2px}
+"""
+
+
+def _colour(value: float, scale: float) -> str:
+    a = max(-1.0, min(1.0, value / scale)) if scale > 0 else 0.0
+    return f"rgba(255,120,0,{a:.2f})" if a >= 0 else f"rgba(30,110,255,{-a:.2f})"
+
+
+def _token_text(tokenizer, token_id: int) -> str:
+    text = tokenizer.decode([token_id])
+    return text.replace("\n", "↵\n").replace("\t", "→   ")
+
+
+def coloured_tokens(tokens: list[str], acts: list[float], scale: float, mark: int | None = None) -> str:
+    spans = []
+    for i, (t, a) in enumerate(zip(tokens, acts)):
+        cls = "tok m" if i == mark else "tok"
+        spans.append(
+            f'<span class="{cls}" style="background:{_colour(a, scale)}" title="{a:.3f}">{html.escape(t)}</span>'
+        )
+    return "".join(spans)
+
+
+def example_html(tokens: list[str], acts: list[float], scale: float, max_pos: int, value: float, label: str) -> str:
+    lo, hi = max(0, max_pos - BEFORE), min(len(tokens), max_pos + AFTER + 1)
+    short = coloured_tokens(tokens[lo:hi], acts[lo:hi], scale, max_pos - lo)
+    full = coloured_tokens(tokens, acts, scale, max_pos)
+    return (
+        f'<div class="ex"><span class="act">{html.escape(label)} act {value:.3f}</span>'
+        f"{'…' if lo else ''}{short}{'…' if hi < len(tokens) else ''}"
+        f"<details><summary>full window</summary>{full}</details></div>"
+    )
+
+
+def histogram_svg(counts: torch.Tensor, width: float, w: int = 520, h: int = 140) -> str:
+    """Bars of the non-empty range of a zero-anchored histogram; log-scaled heights."""
+    nz = torch.nonzero(counts).flatten()
+    if len(nz) == 0:
+        return "<p>(no data)</p>"
+    a, b = int(nz[0]), int(nz[-1]) + 1
+    c = counts[a:b].double()
+    heights = (c + 1).log() / (c.max() + 1).log()
+    bw = w / len(c)
+    bars = "".join(
+        f'<rect x="{i * bw:.1f}" y="{h - 20 - hv * (h - 30):.1f}" width="{max(bw - 1, 1):.1f}" '
+        f'height="{hv * (h - 30):.1f}" fill="{"#f80" if (a + i) >= HIST_BINS // 2 else "#38f"}">'
+        f"<title>[{(a + i - HIST_BINS // 2) * width:.3f}, {(a + i + 1 - HIST_BINS // 2) * width:.3f}): "
+        f"{int(c[i])}</title></rect>"
+        for i, hv in enumerate(heights.tolist())
+    )
+    lo, hi = (a - HIST_BINS // 2) * width, (b - HIST_BINS // 2) * width
+    return (
+        f'<svg width="{w}" height="{h}" role="img"><title>activation histogram (log counts)</title>{bars}'
+        f'<text x="0" y="{h - 4}" font-size="11">{lo:.3g}</text>'
+        f'<text x="{w}" y="{h - 4}" font-size="11" text-anchor="end">{hi:.3g}</text></svg>'
+    )
+
+
+def page_name(neuron: Neuron) -> str:
+    return f"{neuron.name}.html"
+
+
+@dataclass
+class PageSection:
+    title: str
+    html: str
+
+
+@dataclass
+class NeuronPage:
+    """One neuron's page: a header, then sections in the order they were added."""
+
+    title: str  # the browser tab's title
+    header: str  # HTML above the first section
+    sections: list[PageSection] = field(default_factory=list)
+
+    def add(self, title: str, body: str) -> None:
+        self.sections.append(PageSection(title, body))
+
+    def html(self) -> str:
+        sections = "\n".join(f"<h2>{s.title}</h2>{s.html}" for s in self.sections)
+        return f"""<!doctype html><html><head><meta charset="utf-8"><title>{self.title}</title>
+<style>{CSS}</style></head><body>
+{self.header}
+{sections}
+</body></html>"""
+
+
+def dataset_page(
+    model_name: str,
+    neuron: Neuron,
+    scan: Scan,
+    tokenizer,
+    token_acts: dict[int, torch.Tensor],
+    logit: tuple | None,
+    nav: dict[str, str | None],
+    same_index: list[tuple[int, float, str | None]],
+    twin: tuple[str, str] | None,
+) -> NeuronPage:
+    """A neuron's page with its dataset sections. token_acts maps window id -> [pos] activations of this neuron."""
+    h, u = neuron.hook, neuron.index
+    scale = float(scan.tensor(h, "max")[u])
+    ids = scan.windows.ids
+
+    def ex(window: int, label: str) -> str:
+        acts = token_acts[window].tolist()
+        toks = [_token_text(tokenizer, t) for t in ids[window].tolist()]
+        pos = int(torch.tensor(acts).argmax())
+        return example_html(toks, acts, scale, pos, acts[pos], label)
+
+    stat_names = ["max", "min", "mean", "var", "skew", "kurtosis", "density", "density_above_threshold"]
+    stats = "".join(f"<tr><td>{n}</td><td>{float(scan.tensor(h, n)[u]):.4g}</td></tr>" for n in stat_names)
+    doc_ids = scan.meta["doc_ids"]
+    top = []
+    for rank in range(scan.tensor(h, "top_window").shape[0]):
+        w = int(scan.tensor(h, "top_window")[rank, u])
+        if w >= 0:
+            top.append(ex(w, f"#{rank + 1} {doc_ids[int(scan.windows.doc[w])]}:{int(scan.windows.start[w])}"))
+    intervals = []
+    iw, share = scan.tensor(h, "interval_window"), scan.tensor(h, "interval_share")
+    n_int = iw.shape[0]
+    for i in reversed(range(n_int)):
+        lo, hi = scale * i / n_int, scale * (i + 1) / n_int
+        exs = [ex(int(w), f"interval {i + 1}") for w in iw[i, :, u].tolist() if w >= 0]
+        intervals.append(
+            f"<h3>({lo:.3g}, {hi:.3g}]: {100 * float(share[i, u]):.3g}% of tokens</h3>"
+            + ("".join(exs) or "<p>(no window has its max here)</p>")
+        )
+    randoms = [ex(int(w), "random") for w in scan.random_windows.tolist()]
+    if logit:
+        up, down = logit
+        rows = "".join(
+            f"<tr><td>{html.escape(repr(tokenizer.decode([a])))}</td><td>{va:+.3f}</td>"
+            f"<td>{html.escape(repr(tokenizer.decode([b]))) if j < len(down) else ''}</td>"
+            f"<td>{f'{down[j][1]:+.3f}' if j < len(down) else ''}</td></tr>"
+            for j, ((a, va), (b, _)) in enumerate(zip(up, down + [(0, 0.0)] * (len(up) - len(down))))
+        )
+        logit_html = (
+            f'<table class="logit"><tr><th>promotes</th><th></th><th>suppresses</th><th></th></tr>{rows}</table>'
+        )
+    else:
+        logit_html = "<p>This model has no readable unembedding.</p>"
+
+    def link(label: str, target: str | None) -> str:
+        return f'<a href="{target}">{label}</a>' if target else f"<span>{label}</span>"
+
+    same = " ".join(
+        (f'<a href="{t}">L{layer}</a>' if t else f"L{layer}") + f" ({mx:.2f})" for layer, mx, t in same_index
+    )
+    twin_html = link(f"same neuron in {twin[0]}", twin[1]) if twin else ""
+    nav_links = f"{link('← previous', nav.get('prev'))} {link('next →', nav.get('next'))} {link('index', 'index.html')}"
+    header = f"""<nav>{nav_links}
+{twin_html}</nav>
+<h1>{html.escape(model_name)} · layer {neuron.layer} · neuron {u}</h1>
+<p>Same index in every layer (max activation): {same}</p>"""
+    page = NeuronPage(f"{model_name} {neuron.name}", header)
+    scanned = (
+        f"<p>{scan.meta['n_tokens']:,} held-out tokens scanned in windows of "
+        f"{scan.meta['scan_config']['context_length']}.</p>"
+    )
+    hist = histogram_svg(scan.tensor(h, "hist")[u], float(scan.tensor(h, "bin_width")[u]))
+    page.add("Summary", f'<table class="stats">{stats}</table>\n{scanned}\n{hist}')
+    page.add("Direct logit effect (W_out · W_U)", logit_html)
+    page.add("Top examples (one per window)", "".join(top))
+    page.add("Examples by activation interval", "".join(intervals))
+    page.add("Random windows", "".join(randoms))
+    return page
+
+
+def index_page(model_name: str, rows: list[tuple[Neuron, float, float, str]]) -> str:
+    body = "".join(
+        f'<tr><td><a href="{page_name(n)}">{n.name}</a></td><td>{mx:.3f}</td><td>{conc:.2f}</td>'
+        f"<td>{html.escape(tok)}</td></tr>"
+        for n, mx, conc, tok in rows
+    )
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{model_name} neurons</title>
+<style>{CSS} td{{padding:.1rem .8rem}}</style></head><body><h1>{html.escape(model_name)}: selected neurons</h1>
+<table><tr><th>neuron</th><th>max act</th><th>token concentration</th><th>most common max token</th></tr>
+{body}</table></body></html>"""

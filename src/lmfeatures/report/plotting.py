@@ -1,0 +1,41 @@
+"""Shared by every report section: one headless backend, one seaborn theme, atomic figure saves,
+markdown escaping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on compute nodes
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from ..io import atomic_path  # noqa: E402
+
+
+def set_theme() -> None:
+    sns.set_theme(style="whitegrid", context="notebook")
+
+
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int) -> None:
+    """Write `fig` as PNG under a temporary name, rename it when complete, and close it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
+    return df.to_markdown(index=False, floatfmt=floatfmt) + "\n"
+
+
+def md_cell(text: str) -> str:
+    """Text that stays inside one markdown table cell: pipes escaped, newlines shown as ↵."""
+    return text.replace("\n", "↵").replace("|", "\\|")
+
+
+def md_code(text: str) -> str:
+    """Text as inline code in a markdown table cell."""
+    code = md_cell(text).replace("`", "'")
+    return f"`{code}`" if code.strip() else "`(whitespace)`"

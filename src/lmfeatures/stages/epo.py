@@ -1,0 +1,208 @@
+"""Rules of workflow/rules/epo.smk: EPO per (model, neuron, method, seed), compared with the data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..epo import EPOError, Scorer, UnitTarget, epo, initial_state, method_config, pareto_front
+from ..frontier import compare_with_data, dataset_examples
+from ..hooks import HookedModel
+from ..io import atomic_path, write_json, write_provenance
+from ..models import load_model, resolve_device
+from ..neurons import Neuron, NeuronSpec, resolve_neurons
+from ..report.dreaming import dreaming_section, frontier_figure
+from ..report.render import report_path
+from ..scan import load_scan
+
+CHECKPOINT_EVERY = 25  # iterations
+
+
+def build_scorer(model_dir: str, neuron_text: str, params: dict, device: str, fluency_dir: str | None = None):
+    """(Scorer, tokenizer) for neuron 'L{layer}N{index}' of a saved model, checked before any compute."""
+    dev = resolve_device(device)
+    model, tok = load_model(model_dir, dev)
+    hooked = HookedModel(model)
+    neuron = Neuron.from_name(neuron_text)
+    hooked.check_hook(neuron.hook)
+    if not 0 <= neuron.index < hooked.d_mlp:
+        raise EPOError(
+            f"neuron {neuron_text}: index {neuron.index} is outside layer {neuron.layer} (0-{hooked.d_mlp - 1})"
+        )
+    fluency = None
+    if fluency_dir:
+        f_model, f_tok = load_model(fluency_dir, dev)
+        if f_tok.get_vocab() != tok.get_vocab():
+            raise EPOError(
+                f"the fluency model at {fluency_dir} has a different tokenizer than {model_dir}; "
+                "EPO needs the same token ids in both"
+            )
+        fluency = HookedModel(f_model)
+    target = UnitTarget(neuron.hook, neuron.index, position=params.get("position", "last"))
+    return Scorer(hooked, target, fluency, params.get("batch_size")), tok
+
+
+def _fluency_dir(fluency: list[str]) -> str | None:
+    """The rule gives the fluency model's folder as a list: empty when the model scores fluency itself."""
+    return fluency[0] if fluency else None
+
+
+def load_runs(run_dirs: list[str]) -> pd.DataFrame:
+    """Every scored candidate of these runs: text, target, xent, method, seed."""
+    runs = []
+    for d in run_dirs:
+        meta = json.loads((Path(d) / "frontier.json").read_text())
+        h = pd.read_parquet(Path(d) / "history.parquet", columns=["text", "target", "xent"])
+        h["method"], h["seed"] = meta["method"], meta["seed"]
+        runs.append(h)
+    return pd.concat(runs, ignore_index=True)
+
+
+def epo_neurons(*, scan_dir: str, model_dir: str, out_json: str, selection: dict, seed: int) -> None:
+    """Which neurons get EPO runs: the shared `neurons:` selection with `epo.neurons` overrides."""
+    scan = load_scan(scan_dir, model_dir=model_dir)
+    chosen = resolve_neurons(scan, NeuronSpec(**selection, seed=seed))
+    write_json(out_json, [n.name for n in chosen])
+
+
+def epo_run(
+    *,
+    model_dir: str,
+    fluency: list[str],
+    out_dir: str,
+    neuron: str,
+    method: str,
+    seed: str,
+    epo_params: dict,
+    config: dict,
+    device: str,
+) -> None:
+    """One EPO / GCG / random run: history.parquet, frontier.json, provenance.json; resumes from its checkpoint."""
+    seed = int(seed)
+    cfg = method_config(method, epo_params, seed)
+    scorer, tok = build_scorer(model_dir, neuron, epo_params, device, _fluency_dir(fluency))
+    out = Path(out_dir)
+    ckpt = out.parent / f".{out.name}.checkpoint.pt"
+    history: list[dict] = []
+    state = None
+    if ckpt.exists():
+        saved = torch.load(ckpt, weights_only=False)
+        if saved["config"] == cfg.__dict__:  # resume only the same run
+            state, history = saved["state"], saved["history"]
+    bar = tqdm(
+        total=cfg.iterations,
+        initial=state.iteration if state else 0,
+        desc=f"{method} {neuron} s{seed}",
+        unit="it",
+        mininterval=2.0,
+    )
+
+    def record(r: dict) -> None:
+        for ids, t, x, k in zip(r["ids"].tolist(), r["target"].tolist(), r["xent"].tolist(), r["kept"].tolist()):
+            history.append(
+                {
+                    "iteration": r["iteration"],
+                    "ids": ids,
+                    "target": t,
+                    "xent": x,
+                    "kept": k,
+                    "restart_lambda": r["restart"],
+                    "seconds": r["seconds"],
+                }
+            )
+        bar.update(1 if r["iteration"] else 0)  # iteration 0 is the initial population
+        bar.set_postfix(best=f"{max(h['target'] for h in history):.3f}")
+        if r["iteration"] % CHECKPOINT_EVERY == 0 and r["iteration"]:
+            torch.save({"config": cfg.__dict__, "state": state, "history": history}, ckpt)
+
+    if state is None:  # the initial population is part of the history (iteration 0)
+        state = initial_state(scorer, tok, cfg)
+        kept = torch.ones(len(state.ids), dtype=torch.int64)
+        record(
+            {
+                "iteration": 0,
+                "ids": state.ids.cpu(),
+                "target": state.target.cpu(),
+                "xent": state.xent.cpu(),
+                "kept": kept,
+                "restart": None,
+                "seconds": 0.0,
+            }
+        )
+    epo(scorer, tok, cfg, state, record)  # updates `state` in place, which record() checkpoints
+    bar.close()
+    df = pd.DataFrame(history)
+    df["text"] = tok.batch_decode(df["ids"].tolist())
+    front = pareto_front(torch.tensor(df["target"].values), torch.tensor(df["xent"].values)).tolist()
+    rows = df.iloc[front]
+    # the retokenization check, end to end: the decoded strings, re-encoded, give the reported activation
+    ids = torch.tensor(tok(list(rows["text"]), add_special_tokens=False)["input_ids"], device=scorer.model.device)
+    rescored, rexent = scorer.score(ids)
+    frontier = [
+        {
+            "text": r.text,
+            "ids": r.ids,
+            "target": r.target,
+            "xent": r.xent,
+            "rescored_target": float(t),
+            "rescored_xent": float(x),
+        }
+        for r, t, x in zip(rows.itertuples(), rescored.tolist(), rexent.tolist())
+    ]
+    with atomic_path(out, directory=True) as tmp:
+        df.to_parquet(tmp / "history.parquet")
+        write_json(
+            tmp / "frontier.json",
+            {
+                "model_dir": model_dir,
+                "neuron": neuron,
+                "method": method,
+                "seed": seed,
+                "config": cfg.__dict__,
+                "n_scored": len(df),
+                "frontier": frontier,
+            },
+        )
+        seconds = float(df.groupby("iteration")["seconds"].first().sum())
+        write_provenance(tmp, config, seed, neuron=neuron, method=method, seconds=seconds)
+    ckpt.unlink(missing_ok=True)
+
+
+def epo_compare(
+    *,
+    model_dir: str,
+    scan_dir: str,
+    runs: list[str],
+    fluency: list[str],
+    out_dir: str,
+    neuron: str,
+    epo_params: dict,
+    config: dict,
+    device: str,
+) -> None:
+    """Per neuron: merge runs, score the dataset's top examples the same way, write compare.json and the figure."""
+    scorer, tok = build_scorer(model_dir, neuron, epo_params, device, _fluency_dir(fluency))
+    hist = load_runs(runs)
+    scan = load_scan(scan_dir, model_dir=model_dir)
+    data = dataset_examples(scan, Neuron.from_name(neuron), scorer, tok, int(epo_params["n_tokens"]))
+    summary = compare_with_data(hist, data, neuron)
+    with atomic_path(out_dir, directory=True) as tmp:
+        write_json(tmp / "compare.json", summary)
+        data.to_parquet(tmp / "dataset_examples.parquet")
+        frontier_figure(hist, data, summary["dataset_max"], neuron, tmp / "frontier.png")
+        write_provenance(tmp, config, config.get("seed"), neuron=neuron)
+
+
+def epo_summary(
+    *, compares: list[str], figure: str, section: str, labels: list[str], runs_per_key: list[list[str]]
+) -> None:
+    """The report's Dreaming section from every (model, neuron)'s comparison and runs; labels '{model} {neuron}'."""
+    compare_dirs = dict(zip(labels, compares))
+    summaries = {k: json.loads((Path(d) / "compare.json").read_text()) for k, d in compare_dirs.items()}
+    data = {k: pd.read_parquet(Path(d) / "dataset_examples.parquet") for k, d in compare_dirs.items()}
+    all_runs = {k: load_runs(dirs) for k, dirs in zip(labels, runs_per_key)}
+    dreaming_section(summaries, all_runs, data, figure, section, figure_ref=report_path(figure))

@@ -1,0 +1,117 @@
+"""Rules of workflow/rules/models.smk: every configured model ends up under results/models/{model}."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+
+from ..corpus import load_corpus
+from ..io import atomic_path, read_json, write_json, write_provenance
+from ..models import describe, family_config, init_model, load_hub_model, resolve_device
+from ..tokenizer import load_tokenizer
+from ..tokens import TokenizedSplit, tokenize_texts
+from ..train import TrainConfig, heldout_loss, train
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _train_config(training: dict, seed: int) -> TrainConfig:
+    fields = {k: v for k, v in training.items() if k in TrainConfig.__dataclass_fields__}
+    return TrainConfig(**fields, seed=seed)
+
+
+def _finish_model(tmp: Path, model, tokenizer, record: dict, config: dict, seed: int) -> None:
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    write_json(tmp / "eval.json", record)
+    write_provenance(tmp, config, seed, model=record)
+
+
+def train_model(
+    *,
+    tokenizer_dir: str,
+    tokens_dir: str,
+    out_dir: str,
+    entry: dict,
+    training: dict,
+    config: dict,
+    seed: int,
+    device: str,
+) -> None:
+    """Initialise with `seed`, train on the shared window order, save with training curve and held-out loss."""
+    torch.use_deterministic_algorithms(True, warn_only=True)  # bitwise on CPU; CUDA may warn
+    tok = load_tokenizer(tokenizer_dir)
+    cfg = _train_config(training, seed)
+    tokens = Path(tokens_dir)
+    model_config = family_config(entry, len(tok), cfg.context_length, tok.eos_token_id)
+    model = init_model(model_config, seed).to(resolve_device(device))
+    history = train(model, TokenizedSplit.load(tokens / "train.safetensors"), tok.eos_token_id, cfg, desc=entry["name"])
+    record = {
+        "name": entry["name"],
+        "source": entry["source"],
+        **describe(model),
+        "training_tokens": cfg.steps * cfg.batch_size * cfg.context_length,
+        "training_seconds": history[-1]["seconds"],
+        **heldout_loss(model, TokenizedSplit.load(tokens / "heldout.safetensors"), tok.eos_token_id, cfg),
+        **read_json(tokens / "stats.json"),
+    }
+    with atomic_path(out_dir, directory=True) as tmp:
+        _finish_model(tmp, model.cpu(), tok, record, config, seed)
+        with open(tmp / "training_log.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+
+
+def untrained_twin(
+    *,
+    tokenizer_dir: str,
+    tokens_dir: str,
+    out_dir: str,
+    entry: dict,
+    twin: dict,
+    training: dict,
+    config: dict,
+    seed: int,
+    device: str,
+) -> None:
+    """The trained model's exact starting point: same config, same seed, no training."""
+    tok = load_tokenizer(tokenizer_dir)
+    cfg = _train_config(training, seed)
+    model = init_model(family_config(twin, len(tok), cfg.context_length, tok.eos_token_id), seed)
+    model = model.to(resolve_device(device))
+    tokens = Path(tokens_dir)
+    record = {
+        "name": entry["name"],
+        "source": entry["source"],
+        "twin_of": twin["name"],
+        **describe(model),
+        "training_tokens": 0,
+        **heldout_loss(model, TokenizedSplit.load(tokens / "heldout.safetensors"), tok.eos_token_id, cfg),
+        **read_json(tokens / "stats.json"),
+    }
+    with atomic_path(out_dir, directory=True) as tmp:
+        _finish_model(tmp, model.cpu(), tok, record, config, seed)
+
+
+def hub_model(
+    *, corpus_dir: str, out_dir: str, entry: dict, training: dict, config: dict, seed: int, device: str
+) -> None:
+    """Copy a hub / local model into results/models/{name}; score it on the held-out split with its own tokenizer."""
+    model, tok = load_hub_model(entry["name"], entry["source"], DTYPES[entry.get("dtype", "float32")])
+    model = model.to(resolve_device(device))
+    cfg = _train_config(training, seed)
+    heldout = tokenize_texts(tok, load_corpus(corpus_dir)["heldout"]["text"])
+    eos = tok.eos_token_id if tok.eos_token_id is not None else 0
+    record = {
+        "name": entry["name"],
+        "source": entry["source"],
+        **describe(model),
+        "training_tokens": None,
+        **heldout_loss(model, heldout, eos, cfg),
+        "note": "held-out loss uses this model's own tokenizer, so it is not comparable per token with the family",
+    }
+    with atomic_path(out_dir, directory=True) as tmp:
+        _finish_model(tmp, model.cpu(), tok, record, config, seed)
