@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# The README's test command: install, lint the workflow, run the test suite (end-to-end run included).
+# The README's test command: install, lint (Python, Snakemake files, the workflow), run the test suite
+# (end-to-end run included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+ruff check .
+ruff format --check .
+snakefmt --check .
 snakemake --lint
 python3 -m pytest -q
