@@ -95,6 +95,47 @@ def test_mlp_matches_weights_by_hand(hooked, arch, ids):
         torch.testing.assert_close(acts[f"mlp.{layer}"], expected)
 
 
+def pre_activations_by_hand(arch: str, mlp: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The activation function's input [batch, pos, d_mlp] from the MLP's input x [batch, pos, d_model]."""
+    if arch == "gpt2":
+        return x @ mlp.c_fc.weight + mlp.c_fc.bias
+    if arch == "gpt_neox":
+        return x @ mlp.dense_h_to_4h.weight.T + mlp.dense_h_to_4h.bias
+    return x @ mlp.gate_proj.weight.T
+
+
+def test_mlp_pre_matches_weights_by_hand(hooked, arch, ids):
+    mlp_inputs = {}
+    handles = [
+        block.mlp.register_forward_pre_hook(lambda mod, args, layer=layer: mlp_inputs.__setitem__(layer, args[0]))
+        for layer, block in enumerate(blocks(hooked))
+    ]
+    try:
+        names = [f"mlp_pre.{layer}" for layer in range(N_LAYERS)] + ["mlp.1"]
+        acts = hooked.run(names, input_ids=ids, return_logits=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for layer, block in enumerate(blocks(hooked)):
+        expected = pre_activations_by_hand(arch, block.mlp, mlp_inputs[layer])
+        assert acts[f"mlp_pre.{layer}"].shape == (2, 6, hooked.d_mlp)
+        torch.testing.assert_close(acts[f"mlp_pre.{layer}"], expected)
+    if arch in ("gpt2", "gpt_neox"):  # a plain MLP: the neuron is the activation of its pre-activation
+        act = F.gelu if arch == "gpt_neox" else (lambda x: F.gelu(x, approximate="tanh"))
+        torch.testing.assert_close(acts["mlp.1"], act(acts["mlp_pre.1"]))
+
+
+def test_mlp_pre_stops_before_the_activation(hooked):
+    """Asking only for mlp_pre.0 stops the forward pass inside block 0 (block 1 never runs)."""
+    ran = []
+    handle = blocks(hooked)[1].register_forward_pre_hook(lambda mod, args: ran.append(1))
+    try:
+        hooked.run(["mlp_pre.0"], input_ids=torch.zeros(1, 3, dtype=torch.long, device=hooked.device))
+    finally:
+        handle.remove()
+    assert not ran and parse_hook("mlp_pre.2") == ("mlp_pre", 2)
+
+
 def test_resid_matches_hidden_states(hooked, ids):
     # Left padding on the first sequence, to check the attention mask reaches the model.
     mask = torch.ones_like(ids)

@@ -7,7 +7,7 @@ import torch
 
 from lmfeatures.hooks import HookedModel
 from lmfeatures.micro import micro_model
-from lmfeatures.neurons import Neuron, NeuronSpec, resolve_neurons, token_concentration
+from lmfeatures.neurons import Neuron, NeuronSpec, direct_logit_effect, resolve_neurons, token_concentration
 from lmfeatures.scan import Scan, ScanConfig, ScanError, make_windows, scan
 
 
@@ -51,3 +51,32 @@ def test_each_rule_selects_what_it_says(micro_scan):
 def test_one_range_check(micro_scan, spec, message):
     with pytest.raises(ScanError, match=message):
         resolve_neurons(micro_scan, spec)
+
+
+def test_token_concentration_by_hand():
+    ids = torch.tensor([[5, 9, 5, 1], [7, 5, 2, 3], [4, 4, 4, 4]])  # 3 windows of 4 tokens
+    # unit 0's top examples land on tokens 5, 5, 7, 5; unit 1's on 9, 2, 4, 3
+    top_window = torch.tensor([[0, 0], [1, 1], [1, 2], [0, 1]])
+    top_pos = torch.tensor([[0, 1], [1, 2], [0, 0], [2, 3]])
+    windows = make_windows([list(range(4))], 4)
+    windows.ids = ids
+    s = Scan(
+        meta={}, tensors={"mlp.0.top_window": top_window, "mlp.0.top_pos": top_pos}, windows=windows, path=Path(".")
+    )
+    share, mode = token_concentration(s, "mlp.0")
+    assert share.tolist() == [0.75, 0.25] and mode.tolist()[0] == 5
+
+
+def test_direct_logit_effect_folds_the_final_norm_scale():
+    hooked = HookedModel(micro_model("gpt_neox", seed=2))
+    norm = hooked.final_norm()
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(-2.0, 3.0, hooked.d_model))  # far from the all-ones default
+    up, down = direct_logit_effect(hooked, Neuron(1, 4), top=3, bottom=2)
+    w_out, w, w_u = (t.detach() for t in (hooked.mlp_out_weight(1)[4], norm.weight, hooked.unembedding()))
+    by_hand = [sum(float(w_out[d] * w[d] * w_u[d, v]) for d in range(hooked.d_model)) for v in range(hooked.vocab_size)]
+    order = sorted(range(hooked.vocab_size), key=lambda v: -by_hand[v])
+    assert [t for t, _ in up] == order[:3] and [t for t, _ in down] == order[::-1][:2]
+    assert all(abs(w - by_hand[t]) < 1e-4 for t, w in up + down)
+    unfolded = hooked.mlp_out_weight(1)[4] @ hooked.unembedding()
+    assert [t for t, _ in up] != unfolded.topk(3).indices.tolist()  # the fold changes the ranking here

@@ -153,3 +153,25 @@ def test_compiled_batch_kernels_match_eager():
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-4), name
         else:
             assert torch.equal(a, b), name
+
+
+def test_every_positive_window_falls_in_exactly_one_interval():
+    """Window maxima are stored as float16: one that rounds above the float32 unit max (here 1.0009
+    -> 1.000977) must still land in the top interval, not in none."""
+    import numpy as np
+
+    from lmfeatures.scan import _interval_samples
+
+    rng = np.random.default_rng(0)
+    unit_max = np.array([1.0009, 3.3, 0.7], dtype=np.float32)
+    win_max = np.stack([rng.uniform(-1, 1, 40) * m for m in unit_max], axis=1).astype(np.float16)
+    win_max[7] = unit_max.astype(np.float16)  # each unit's max window, in the stored precision
+    assert win_max[7, 0] > unit_max[0]  # the rounding this test is about
+    cfg = ScanConfig(n_intervals=4, per_interval=100)  # more than there are windows: all of them, no crash
+    picked = _interval_samples(win_max, unit_max, cfg, np.random.default_rng(1))
+    assert picked.shape == (4, 40, 3)
+    for u in range(3):
+        chosen = [w for w in picked[:, :, u].flatten().tolist() if w >= 0]
+        assert sorted(chosen) == sorted(set(chosen))  # no window in two intervals
+        assert set(chosen) == set(np.nonzero(win_max[:, u] > 0)[0].tolist())  # every positive window in one
+        assert 7 in picked[-1, :, u]  # the max window is in the top interval

@@ -25,20 +25,23 @@ def best_below(df: pd.DataFrame, threshold: float) -> dict | None:
 
 
 def dataset_examples(scan: Scan, neuron: Neuron, scorer: Scorer, tokenizer, n_tokens: int) -> pd.DataFrame:
-    """The neuron's top dataset windows cut to n_tokens ending at their max token, scored like prompts."""
+    """The neuron's top dataset windows cut to at most n_tokens ending at their max token (left
+    context only, so the max token is the last, where a `last`-position target reads it), scored
+    like prompts. A max token with fewer than n_tokens - 1 tokens before it gives a shorter cut."""
     h, index = neuron.hook, neuron.index
-    rows = []
+    cuts = []
     for k in range(scan.tensor(h, "top_window").shape[0]):
         w, p = int(scan.tensor(h, "top_window")[k, index]), int(scan.tensor(h, "top_pos")[k, index])
-        if w < 0:
-            continue
-        start = max(0, p - n_tokens + 1)
-        rows.append(scan.windows.ids[w, start : start + n_tokens])
-    ids = torch.stack(rows).to(scorer.model.device)
-    target, xent = scorer.score(ids)
+        if w >= 0:
+            cuts.append(scan.windows.ids[w, max(0, p - n_tokens + 1) : p + 1])
+    target, xent = torch.empty(len(cuts)), torch.empty(len(cuts))
+    for length in sorted({len(c) for c in cuts}):  # one batch per cut length
+        rows = [i for i, c in enumerate(cuts) if len(c) == length]
+        t, x = scorer.score(torch.stack([cuts[i] for i in rows]).to(scorer.model.device))
+        target[rows], xent[rows] = t.cpu(), x.cpu()
     return pd.DataFrame(
         {
-            "text": tokenizer.batch_decode(ids.tolist()),
+            "text": tokenizer.batch_decode([c.tolist() for c in cuts]),
             "target": target.tolist(),
             "xent": xent.tolist(),
             "scan_max": float(scan.tensor(h, "top_values")[0, index]),

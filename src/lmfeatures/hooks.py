@@ -7,13 +7,17 @@ points are named in the spirit of TransformerLens:
     embed    token embeddings, the output of the token-embedding module
              [batch, pos, d_model]. For gpt2 this excludes the learned position
              embeddings, which are a separate module.
+    mlp_pre.L  the MLP's pre-activations of block L: the *input* of its activation
+             function [batch, pos, d_mlp], i.e. W_in x (+ b) for a plain MLP and
+             gate(x) for a gated one. Monotone in the neuron where the activation
+             is, so optimisers follow its gradient (GELU's is not, below ~ -0.75).
     mlp.L    the neuron activations of block L: the *input* of the MLP output
              projection [batch, pos, d_mlp], i.e. act(W_in x) for a plain MLP
              and act(gate(x)) * up(x) for a gated one (llama family).
     resid.L  the residual stream after block L, the block's output
              [batch, pos, d_model].
 
-In the order the forward pass produces them: embed, mlp.0, resid.0, mlp.1, ...
+In the order the forward pass produces them: embed, mlp_pre.0, mlp.0, resid.0, mlp_pre.1, ...
 
 Where those modules live differs per architecture; an `ArchSpec` records it as
 dotted paths, and `ARCHITECTURES` maps `config.model_type` to its spec. Support
@@ -44,6 +48,9 @@ class ArchSpec:
     embed: str  # token embedding nn.Embedding, e.g. "gpt_neox.embed_in"
     final_norm: str  # final norm before unembedding, e.g. "gpt_neox.final_layer_norm"
     unembed: str  # unembedding (lm head) module, e.g. "lm_head"
+    # path *inside a block* to the MLP's activation-function module; its INPUT is the
+    # pre-activation (hook mlp_pre.L), e.g. "mlp.act". None: no mlp_pre hook for this architecture.
+    mlp_act: str | None = None
 
 
 _LLAMA_LIKE = ArchSpec(
@@ -52,6 +59,7 @@ _LLAMA_LIKE = ArchSpec(
     embed="model.embed_tokens",
     final_norm="model.norm",
     unembed="lm_head",
+    mlp_act="mlp.act_fn",
 )
 
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -61,6 +69,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         embed="transformer.wte",
         final_norm="transformer.ln_f",
         unembed="lm_head",
+        mlp_act="mlp.act",
     ),
     "gpt_neox": ArchSpec(
         blocks="gpt_neox.layers",
@@ -68,6 +77,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         embed="gpt_neox.embed_in",
         final_norm="gpt_neox.final_layer_norm",
         unembed="lm_head",  # "embed_out" before transformers 5 renamed it
+        mlp_act="mlp.act",
     ),
     "llama": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,
@@ -96,8 +106,8 @@ class UnsupportedArchitecture(ValueError):
         self.model_type = model_type
 
 
-HOOK_KINDS = ("embed", "mlp", "resid")
-_HOOK_FORMS = "valid hook names are 'embed', 'mlp.<layer>' and 'resid.<layer>', e.g. 'mlp.3'"
+HOOK_KINDS = ("embed", "mlp_pre", "mlp", "resid")  # in forward order within a layer
+_HOOK_FORMS = "valid hook names are 'embed', 'mlp_pre.<layer>', 'mlp.<layer>' and 'resid.<layer>', e.g. 'mlp.3'"
 
 
 def parse_hook(name: str) -> tuple[str, int | None]:
@@ -108,7 +118,7 @@ def parse_hook(name: str) -> tuple[str, int | None]:
         return "embed", None
     kind, dot, layer = name.partition(".")
     # isdecimal rejects signs, spaces and "" so that "mlp.-1" or "mlp." are errors, not surprises.
-    if kind in ("mlp", "resid") and dot and layer.isdecimal() and layer.isascii():
+    if kind in HOOK_KINDS[1:] and dot and layer.isdecimal() and layer.isascii():
         return kind, int(layer)
     raise ValueError(f"malformed hook name {name!r}; {_HOOK_FORMS}")
 
@@ -155,6 +165,9 @@ class HookedModel:
         self._final_norm = resolve(model, "final_norm", self.spec.final_norm)
         self._unembed = resolve(model, "unembed", self.spec.unembed)
         self._mlp_outs = [resolve(block, "mlp_out", self.spec.mlp_out) for block in self._blocks]
+        self._mlp_acts = (
+            None if self.spec.mlp_act is None else [resolve(b, "mlp_act", self.spec.mlp_act) for b in self._blocks]
+        )
 
         self.n_layers: int = len(self._blocks)
         self.vocab_size, self.d_model = self.embedding_matrix().shape
@@ -177,6 +190,11 @@ class HookedModel:
             raise ValueError(
                 f"layer {layer} is out of range: this {self.model_type} model has "
                 f"{self.n_layers} layers (0-{self.n_layers - 1})"
+            )
+        if kind == "mlp_pre" and self._mlp_acts is None:
+            raise ValueError(
+                f"hook {name!r}: the ArchSpec of {self.model_type!r} names no mlp_act module; give "
+                "mlp_act (the activation function's module inside a block) to register_architecture"
             )
         return kind, layer
 
@@ -234,6 +252,13 @@ class HookedModel:
             for name, (kind, layer) in parsed.items():
                 if kind == "embed" and inputs_embeds is None:
                     handles.append(self._embed.register_forward_hook(lambda mod, args, out, name=name: save(name, out)))
+                elif kind == "mlp_pre":
+                    # The activation function's input is the pre-activation.
+                    handles.append(
+                        self._mlp_acts[layer].register_forward_pre_hook(
+                            lambda mod, args, name=name: save(name, args[0])
+                        )
+                    )
                 elif kind == "mlp":
                     # A pre-hook, because the projection's *input* is the post-activation neuron values.
                     handles.append(
@@ -280,6 +305,15 @@ class HookedModel:
     def unembedding(self) -> Tensor:
         """W_U [d_model, vocab]: final_norm(resid.last) @ W_U (+ bias) are the logits (a view)."""
         return _weight_in_out(self._unembed)
+
+    def folded_unembedding(self) -> Tensor:
+        """W_U with the final norm's elementwise scale folded in, diag(w) @ W_U [d_model, vocab]
+        (TransformerLens's fold_ln): how a direction written to the residual stream moves the
+        logits, up to the norm's centring and its division by the stream's scale. A norm without
+        a weight leaves W_U as it is."""
+        weight = getattr(self._final_norm, "weight", None)
+        w_u = self.unembedding()
+        return w_u if weight is None else weight[:, None] * w_u
 
     def final_norm(self) -> nn.Module:
         """The norm applied to the last residual stream before unembedding."""

@@ -104,11 +104,12 @@ def resolve_neurons(scan: Scan, spec: NeuronSpec, extra: list[Neuron] = ()) -> l
 
 
 def direct_logit_effect(model: HookedModel, neuron: Neuron, top: int = 10, bottom: int = 5):
-    """W_out[neuron] @ W_U: which next tokens the neuron pushes up / down directly.
+    """W_out[neuron] @ diag(final norm weight) @ W_U: which next tokens the neuron pushes up / down
+    directly, with the final norm's scale folded in as Neuroscope and TransformerLens do.
     Returns ([(token id, weight)] top, [(token id, weight)] bottom); None when the model has no
     readable unembedding."""
     try:
-        w_u = model.unembedding()  # [d_model, vocab]
+        w_u = model.folded_unembedding()  # [d_model, vocab]
     except (AttributeError, ValueError):
         return None
     with torch.no_grad():

@@ -259,22 +259,25 @@ class _Accumulator:
 
 
 def _interval_samples(win_max: np.ndarray, unit_max: np.ndarray, cfg: ScanConfig, rng: np.random.Generator):
-    """Equal-width intervals over (0, max] per unit; `per_interval` windows drawn uniformly from
-    those whose max falls in each interval. win_max [windows, units] -> window ids
-    [intervals, per_interval, units] (-1 where an interval has fewer windows)."""
+    """Equal-width intervals over (0, max] per unit; `per_interval` windows (at most all of them)
+    drawn uniformly from those whose max falls in each interval. win_max [windows, units] float16
+    -> window ids [intervals, min(per_interval, windows), units] (-1 where an interval has fewer)."""
     n_win, n_units = win_max.shape
-    out = np.full((cfg.n_intervals, cfg.per_interval, n_units), -1, dtype=np.int64)
+    per_interval = min(cfg.per_interval, n_win)
+    out = np.full((cfg.n_intervals, per_interval, n_units), -1, dtype=np.int64)
     block = max(1, 2**22 // max(1, n_win))  # units per block keeps the working set ~ 32 MB
     for u0 in range(0, n_units, block):
         wm = np.asarray(win_max[:, u0 : u0 + block], dtype=np.float32)  # [windows, block]
-        top = unit_max[u0 : u0 + block]
+        # the unit max in the table's precision: float16 may round a window max above the float32 max,
+        # which would put the max window itself in no interval
+        top = unit_max[u0 : u0 + block].astype(win_max.dtype).astype(np.float32)
         with np.errstate(divide="ignore", invalid="ignore"):
             which = np.ceil(wm / top * cfg.n_intervals).astype(np.int64) - 1  # interval index, -1 for <= 0
         which[(wm <= 0) | ~(top > 0)[None, :]] = -1
         keys = rng.random(wm.shape)  # random priority: the lowest keys per interval are a uniform sample
         for i in range(cfg.n_intervals):
             k = np.where(which == i, keys, np.inf)
-            order = np.argsort(k, axis=0)[: cfg.per_interval]  # [per_interval, block]
+            order = np.argsort(k, axis=0)[:per_interval]  # [per_interval, block]
             picked = np.take_along_axis(k, order, 0)
             out[i, :, u0 : u0 + block] = np.where(np.isfinite(picked), order, -1)
     return out

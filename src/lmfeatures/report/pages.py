@@ -134,20 +134,27 @@ def dataset_page(
     scale = float(scan.tensor(h, "max")[u])
     ids = scan.windows.ids
 
-    def ex(window: int, label: str) -> str:
+    def ex(window: int, label: str, pos: int | None = None, value: float | None = None) -> str:
+        """One example, its max token marked: the scan's position and value where the scan kept
+        them (top examples), else the max over the positions the scan counted in this window
+        (not the context-only ones before valid_from)."""
         acts = token_acts[window].tolist()
         toks = [_token_text(tokenizer, t) for t in ids[window].tolist()]
-        pos = int(torch.tensor(acts).argmax())
-        return example_html(toks, acts, scale, pos, acts[pos], label)
+        if pos is None:
+            start = int(scan.windows.valid_from[window])
+            pos = start + int(torch.tensor(acts[start:]).argmax())
+            value = acts[pos]
+        return example_html(toks, acts, scale, pos, value, label)
 
     stat_names = ["max", "min", "mean", "var", "skew", "kurtosis", "density", "density_above_threshold"]
     stats = "".join(f"<tr><td>{n}</td><td>{float(scan.tensor(h, n)[u]):.4g}</td></tr>" for n in stat_names)
     doc_ids = scan.meta["doc_ids"]
     top = []
-    for rank in range(scan.tensor(h, "top_window").shape[0]):
-        w = int(scan.tensor(h, "top_window")[rank, u])
+    top_window, top_pos, top_values = (scan.tensor(h, f)[:, u] for f in ("top_window", "top_pos", "top_values"))
+    for rank, (w, p, v) in enumerate(zip(top_window.tolist(), top_pos.tolist(), top_values.tolist())):
         if w >= 0:
-            top.append(ex(w, f"#{rank + 1} {doc_ids[int(scan.windows.doc[w])]}:{int(scan.windows.start[w])}"))
+            label = f"#{rank + 1} {doc_ids[int(scan.windows.doc[w])]}:{int(scan.windows.start[w])}"
+            top.append(ex(w, label, p, v))
     intervals = []
     iw, share = scan.tensor(h, "interval_window"), scan.tensor(h, "interval_share")
     n_int = iw.shape[0]

@@ -1,0 +1,56 @@
+"""EPO against the data: the dataset examples are cut and scored exactly like prompts."""
+
+import pandas as pd
+import torch
+
+from lmfeatures.epo import Scorer, UnitTarget
+from lmfeatures.frontier import best_below, compare_with_data, dataset_examples
+from lmfeatures.hooks import HookedModel
+from lmfeatures.micro import micro_model
+from lmfeatures.neurons import Neuron
+from lmfeatures.scan import Scan, ScanConfig, make_windows, scan
+
+
+class _Tok:
+    def batch_decode(self, rows):
+        return [" ".join(map(str, r)) for r in rows]
+
+
+def test_dataset_cut_ends_at_the_max_token():
+    model = HookedModel(micro_model("gpt_neox", seed=3))
+    g = torch.Generator().manual_seed(1)
+    windows = make_windows([torch.randint(1, 64, (30,), generator=g).tolist() for _ in range(8)], 16)
+    result, _ = scan(model, windows, ScanConfig(context_length=16, batch_size=4, top_k=6))
+    s = Scan(meta={}, tensors=result, windows=windows, path=None)
+    neuron, n_tokens = Neuron(1, 5), 6
+    data = dataset_examples(s, neuron, Scorer(model, UnitTarget("mlp.1", 5), batch_size=8), _Tok(), n_tokens)
+    top_w, top_p, top_v = (result[f"mlp.1.{f}"][:, 5] for f in ("top_window", "top_pos", "top_values"))
+    assert len(data) == 6
+    short = 0
+    for k in range(6):
+        w, p = int(top_w[k]), int(top_p[k])
+        cut = [int(t) for t in data["text"][k].split()]
+        assert cut == windows.ids[w, max(0, p - n_tokens + 1) : p + 1].tolist()  # the max token is the last
+        if p < n_tokens - 1:  # the whole left context the scan saw: the same activation
+            short += 1
+            assert abs(data["target"][k] - float(top_v[k])) < 1e-4
+    assert short > 0 and data["scan_max"][0] == float(top_v[0])
+
+
+def test_compare_with_data_by_hand():
+    runs = pd.DataFrame(
+        {
+            "text": ["a", "b", "c", "d", "e"],
+            "target": [1.0, 3.0, 2.0, 5.0, 4.0],
+            "xent": [3.0, 5.0, 1.0, 9.0, 5.5],
+            "method": ["epo", "epo", "epo", "epo", "gcg"],
+            "seed": [0, 0, 1, 1, 0],
+        }
+    )
+    data = pd.DataFrame({"text": ["x", "y"], "target": [2.5, 1.0], "xent": [4.5, 2.0], "scan_max": 2.5})
+    s = compare_with_data(runs, data, "L0N0")
+    epo = s["methods"]["epo"]
+    assert epo["best"]["xent<4"]["text"] == "c" and epo["best"]["xent<6"]["text"] == "b"
+    assert epo["best"]["xent<inf"]["target"] == 5.0 and epo["best_xent<6_per_seed"] == [3.0, 2.0]
+    assert epo["ratio_to_dataset_max"]["xent<6"] == 3.0 / 2.5 and s["dataset_cut_max"] == 2.5
+    assert s["methods"]["gcg"]["best"]["xent<4"] is None and best_below(data, 3.0)["text"] == "y"
