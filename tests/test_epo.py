@@ -75,20 +75,49 @@ def test_banned_tokens_and_retokenization(small_tokenizer):
 
 
 def test_one_hot_gradient_matches_autograd_on_embeddings():
-    """d target / d onehot[i, v] = W_E[v] . d target / d embed[i]; both terms come from one forward."""
+    """d target / d onehot[i, v] = W_E[v] . d target / d embed[i]; for xent the one-hot is also the
+    label, adding -log p(v | x_<i) / (n - 1) at every i >= 1 (the paper's formulation)."""
     model = HookedModel(micro_model("gpt_neox", seed=0))
     scorer = Scorer(model, UnitTarget("mlp.1", 3), batch_size=8)
     ids = torch.tensor([[5, 9, 2, 7], [1, 1, 3, 3]])
     t, x, g_t, g_x = scorer.gradients(ids)
     st, sx = scorer.score(ids)
     assert torch.allclose(t, st, atol=1e-5) and torch.allclose(x, sx, atol=1e-5)
-    # d/d onehot[i, v] = W_E[v] . d/d embed[i]
     emb = model.embed(ids).detach().requires_grad_(True)
     out = model.run(["mlp.1"], inputs_embeds=emb, return_logits=True)
     (g_emb,) = torch.autograd.grad(out["mlp.1"][:, -1, 3].sum(), emb, retain_graph=True)
     assert torch.allclose(g_t, g_emb @ model.embedding_matrix().T, atol=1e-5)
     (g_x_emb,) = torch.autograd.grad(xent(out["logits"], ids).sum(), emb)
-    assert torch.allclose(g_x, g_x_emb @ model.embedding_matrix().T, atol=1e-5)
+    label = torch.zeros_like(g_x)
+    label[:, 1:] = -torch.log_softmax(out["logits"][:, :-1].detach(), -1) / (ids.shape[1] - 1)
+    assert torch.allclose(g_x, g_x_emb @ model.embedding_matrix().T + label, atol=1e-5)
+    assert (g_x - g_x_emb @ model.embedding_matrix().T).abs().max() > 0.1  # the label term is not small here
+
+
+def test_xent_gradient_by_finite_differences():
+    """The relaxed xent(onehot) = xent_of_onehot(logits(onehot @ W_E), onehot), differentiated numerically."""
+    from lmfeatures.epo import xent_of_onehot
+
+    model = HookedModel(micro_model("gpt_neox", seed=1).double())
+    scorer = Scorer(model, UnitTarget("mlp.0", 2), batch_size=8)
+    ids = torch.tensor([[4, 8, 15, 16, 23]])
+    _, _, _, g_x = scorer.gradients(ids)
+    onehot = F.one_hot(ids, model.vocab_size).double()
+
+    def relaxed(oh):
+        with torch.no_grad():
+            return float(
+                xent_of_onehot(
+                    model.run([], inputs_embeds=oh @ model.embedding_matrix(), return_logits=True)["logits"], oh
+                )
+            )
+
+    eps = 1e-3  # rotary tables stay float32: smaller steps drown in their rounding
+    for i, v in [(0, 3), (2, 8), (4, 50), (3, 16)]:
+        d = torch.zeros_like(onehot)
+        d[0, i, v] = eps
+        numeric = (relaxed(onehot + d) - relaxed(onehot - d)) / (2 * eps)
+        assert abs(numeric - float(g_x[0, i, v])) < 1e-4 * max(1.0, abs(numeric)), (i, v, numeric)
 
 
 def test_config_errors_before_compute(small_tokenizer):

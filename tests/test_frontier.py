@@ -4,7 +4,7 @@ import pandas as pd
 import torch
 
 from lmfeatures.epo import Scorer, UnitTarget
-from lmfeatures.frontier import best_below, compare_with_data, dataset_examples
+from lmfeatures.frontier import best_below, calibration, compare_with_data, dataset_examples, real_text_xent
 from lmfeatures.hooks import HookedModel
 from lmfeatures.micro import micro_model
 from lmfeatures.neurons import Neuron
@@ -48,9 +48,35 @@ def test_compare_with_data_by_hand():
         }
     )
     data = pd.DataFrame({"text": ["x", "y"], "target": [2.5, 1.0], "xent": [4.5, 2.0], "scan_max": 2.5})
-    s = compare_with_data(runs, data, "L0N0")
+    s = compare_with_data(runs, data, "L0N0", {"median": 2.0, "p90": 5.2})
     epo = s["methods"]["epo"]
     assert epo["best"]["xent<4"]["text"] == "c" and epo["best"]["xent<6"]["text"] == "b"
     assert epo["best"]["xent<inf"]["target"] == 5.0 and epo["best_xent<6_per_seed"] == [3.0, 2.0]
     assert epo["ratio_to_dataset_max"]["xent<6"] == 3.0 / 2.5 and s["dataset_cut_max"] == 2.5
     assert s["methods"]["gcg"]["best"]["xent<4"] is None and best_below(data, 3.0)["text"] == "y"
+    assert epo["best"]["xent<median"]["text"] == "c" and epo["best"]["xent<p90"]["text"] == "b"
+    assert epo["best_xent<p90_per_seed"] == [3.0, 2.0] and s["methods"]["gcg"]["best"]["xent<p90"] is None
+
+
+def test_real_text_xent_scores_slices_like_prompts():
+    """Every value is the cross-entropy of one n-token slice of a window, computed here by hand."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    model = HookedModel(micro_model("llama", seed=2))
+    windows = torch.tensor([[3, 9, 4, 1, 7], [2, 2, 8, 5, 6]])
+    by_hand = []
+    for w in windows:
+        for start in range(3):
+            ids = w[start : start + 3][None]
+            logits = model.model(ids).logits[0, :-1]
+            by_hand.append(float(F.cross_entropy(logits, ids[0, 1:])))
+    got = real_text_xent(model, windows, n_tokens=3, count=300, seed=0, batch_size=64)
+    nearest = [min(range(6), key=lambda j: abs(by_hand[j] - float(x))) for x in got]
+    assert all(abs(by_hand[j] - float(x)) < 1e-5 for j, x in zip(nearest, got))
+    assert set(nearest) == set(range(6))  # every slice is drawn
+    c = calibration(got)
+    assert (
+        abs(c["median"] - np.quantile(got.numpy(), 0.5)) < 1e-5 and abs(c["p90"] - np.quantile(got.numpy(), 0.9)) < 1e-5
+    )
+    assert c["n_slices"] == 300 and c["median"] <= c["p90"]

@@ -10,10 +10,14 @@ model (by default the model under study). Each iteration, every slot's member ma
 swapping one uniformly random position for a token drawn uniformly from that position's top-k of
 the slot objective's one-hot gradient; parents and children are scored together and each slot
 keeps the argmax of its own objective. Every `restart_every` iterations the population collapses
-onto the best prompt under a lambda drawn from the restart range.
+onto the best prompt under a lambda drawn from the restart range, or, while no prompt has a
+positive target yet, is drawn afresh at random.
 
 Differences from the paper's reference code (github.com/Confirm-Solutions/dreamy), each deliberate:
   * the restart lambda is drawn and used;
+  * for an MLP neuron, proposals may follow the gradient of its pre-activation, which is monotone
+    where GELU is not (``Scorer.proposal``); selection stays on the neuron's value;
+  * a population still trapped at target <= 0 at a restart is re-drawn at random;
   * gradients are computed once per *distinct* prompt as (d target, d xent) and combined with each
     slot's own lambda at the time of use, so reordering cannot attach the wrong lambda;
   * top-k runs on the device; special tokens and ids outside the tokenizer are never proposed;
@@ -129,45 +133,64 @@ def retokenizes(tokenizer, ids: torch.Tensor) -> torch.Tensor:
 
 
 class Scorer:
-    """target(p) and xent(p) of token-id prompts, batched; gradients w.r.t. one-hot inputs."""
+    """target(p) and xent(p) of token-id prompts, batched; gradients w.r.t. one-hot inputs.
+
+    `proposal` is what the gradient that proposes tokens differentiates (default: the target).
+    For an MLP neuron it is best the neuron's pre-activation (hook mlp_pre.L): monotone where
+    the target, the post-activation, is not (GELU below about -0.75), so a prompt deep in the
+    negative tail is still pulled up. Selection and every reported number use the target.
+    """
 
     def __init__(
-        self, model: HookedModel, target: Target, fluency: HookedModel | None = None, batch_size: int | None = None
+        self,
+        model: HookedModel,
+        target: Target,
+        fluency: HookedModel | None = None,
+        batch_size: int | None = None,
+        proposal: Target | None = None,
     ):
         self.model, self.target = model, target
+        self.proposal = proposal or target
         self.fluency = fluency  # None = the model under study (one forward gives both terms)
         self.batch_size = batch_size or auto_batch_size(model, fluency)
 
-    def _forward(self, ids: torch.Tensor | None = None, embeds: tuple | None = None):
-        """target [batch] and xent [batch] of ids [batch, n] (from ids, or from (embeds, fluency embeds))."""
-        hook = self.target.hook
-        model_in = {"input_ids": ids} if embeds is None else {"inputs_embeds": embeds[0]}
+    def _run(self, hooks: list[str], model_in: dict, fluency_in: dict) -> tuple[dict, torch.Tensor]:
+        """Activations at `hooks` and the fluency model's logits [batch, n, V]."""
         if self.fluency is None:  # one forward gives both terms
-            out = self.model.run([hook], return_logits=True, **model_in)
-            logits = out["logits"]
-        else:  # the target forward stops at its layer; the fluency model runs separately
-            out = self.model.run([hook], **model_in)
-            fluency_in = {"input_ids": ids} if embeds is None else {"inputs_embeds": embeds[1]}
-            logits = self.fluency.run([], return_logits=True, **fluency_in)["logits"]
-        return self.target(out[hook]).float(), xent(logits, ids)
+            out = self.model.run(hooks, return_logits=True, **model_in)
+            return out, out["logits"]
+        # the target forward stops at its layer; the fluency model runs separately
+        return self.model.run(hooks, **model_in), self.fluency.run([], return_logits=True, **fluency_in)["logits"]
 
     @torch.no_grad()
     def score(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """ids [batch, n] -> (target [batch], xent [batch]), in batches of self.batch_size."""
-        parts = [self._forward(ids[b : b + self.batch_size]) for b in range(0, len(ids), self.batch_size)]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        targets, xents = [], []
+        for b in range(0, len(ids), self.batch_size):
+            chunk = {"input_ids": ids[b : b + self.batch_size]}
+            acts, logits = self._run([self.target.hook], chunk, chunk)
+            targets.append(self.target(acts[self.target.hook]).float())
+            xents.append(xent(logits, chunk["input_ids"]))
+        return torch.cat(targets), torch.cat(xents)
 
     def gradients(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """For distinct prompts ids [u, n]: (target [u], xent [u], d target / d onehot [u, n, V],
-        d xent / d onehot [u, n, V]). One forward, two backward passes over the same graph."""
+        """For distinct prompts ids [u, n]: (target [u], xent [u], d proposal / d onehot [u, n, V],
+        d xent / d onehot [u, n, V]). One forward, two backward passes over the same graph.
+
+        The one-hot is both the input and, for xent, the label (the paper's formulation), so
+        d xent / d onehot[i, v] includes -log p(v | x_<i) / (n - 1) for every i >= 1: high-lambda
+        slots propose the tokens the fluency model finds likely there."""
         w_e = self.model.embedding_matrix()
         onehot = F.one_hot(ids, w_e.shape[0]).to(w_e.dtype).requires_grad_(True)
         embeds = onehot @ w_e  # [u, n, d_model]
-        f_embeds = None if self.fluency is None else onehot @ self.fluency.embedding_matrix()
-        t, x = self._forward(ids, (embeds, f_embeds))
-        g_t = torch.autograd.grad(t.sum(), onehot, retain_graph=True)[0]
+        f_embeds = embeds if self.fluency is None else onehot @ self.fluency.embedding_matrix()
+        hooks = list(dict.fromkeys([self.target.hook, self.proposal.hook]))
+        acts, logits = self._run(hooks, {"inputs_embeds": embeds}, {"inputs_embeds": f_embeds})
+        t = self.target(acts[self.target.hook]).float()
+        x = xent_of_onehot(logits, onehot)
+        g_p = torch.autograd.grad(self.proposal(acts[self.proposal.hook]).float().sum(), onehot, retain_graph=True)[0]
         g_x = torch.autograd.grad(x.sum(), onehot)[0]
-        return t.detach(), x.detach(), g_t, g_x
+        return t.detach(), x.detach(), g_p, g_x
 
 
 def xent(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -175,6 +198,13 @@ def xent(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     lg = logits[:, :-1].float()  # a view for float32 logits: no copy of [batch, n - 1, V]
     nll = torch.logsumexp(lg, dim=-1) - lg.gather(-1, ids[:, 1:, None]).squeeze(-1)  # [batch, n - 1]
     return nll.mean(1)
+
+
+def xent_of_onehot(logits: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    """xent with the one-hot [batch, n, V] as the label: -(1/(n-1)) sum_i <log_softmax(logits_{i-1}),
+    onehot_i>. Equal to xent(logits, ids) at a one-hot; differentiable in the label."""
+    logp = torch.log_softmax(logits[:, :-1], dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
+    return -(logp * onehot[:, 1:]).sum(-1).mean(1)
 
 
 def auto_batch_size(model: HookedModel, fluency: HookedModel | None, n_tokens: int = 16) -> int:
@@ -259,12 +289,21 @@ def epo(
         pool_t, pool_x = torch.cat([state.target, ct]), torch.cat([state.xent, cx])
         objective = pool_t[None, :] - lambdas[:, None] * pool_x[None, :]  # [M, pool]
         pick = _select(objective, cfg.with_replacement, gen)
-        restart = None
+        restart, reinitialised = None, False
         if cfg.restart_every and (state.iteration + 1) % cfg.restart_every == 0 and cfg.proposal == "gradient":
             lo, hi = cfg.restart_lambda
             restart = float(lo + (hi - lo) * torch.rand((), generator=gen))
-            best = int(torch.argmax(pool_t - restart * pool_x))
-            pick = torch.full_like(pick, best)
+            if float(pool_t.max()) > 0:
+                pick = torch.full_like(pick, int(torch.argmax(pool_t - restart * pool_x)))
+            else:  # still trapped: collapsing onto the best prompt cannot leave the trap, so start afresh
+                reinitialised = True
+                fresh = _random_valid_prompts(tokenizer, allowed, cfg.population, cfg.n_tokens, gen).to(device)
+                ft, fx = scorer.score(fresh)
+                state.seen.update(tuple(r) for r in fresh.tolist())
+                pick = torch.arange(len(pool_ids), len(pool_ids) + len(fresh), device=device)
+                cand, ct, cx = torch.cat([cand, fresh]), torch.cat([ct, ft]), torch.cat([cx, fx])
+                pool_ids = torch.cat([pool_ids, fresh])
+                pool_t, pool_x = torch.cat([pool_t, ft]), torch.cat([pool_x, fx])
         kept = torch.bincount(pick, minlength=len(pool_ids))
         state.ids, state.target, state.xent = pool_ids[pick], pool_t[pick], pool_x[pick]
         state.iteration += 1
@@ -280,6 +319,7 @@ def epo(
                     "kept": kept[n_par:].cpu(),
                     "parents_kept": kept[:n_par].cpu(),
                     "restart": restart,
+                    "reinitialised": reinitialised,
                     "seconds": time.perf_counter() - t0,
                 }
             )

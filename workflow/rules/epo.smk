@@ -60,12 +60,33 @@ use rule epo_run as epo_baseline with:
         method=lambda wc: wc.baseline,  # the other params are epo_run's
 
 
+rule epo_fluency:
+    input:
+        model_dir=model_dir("{model}"),
+        scan_dir=scan_dir("{model}"),
+        fluency=lambda wc: fluency_dir(),
+    output:
+        out_json=f"{RESULTS}/epo/{{model}}/real_text_xent.json",
+    log:
+        f"{RESULTS}/logs/epo/{{model}}/real_text_xent.log",
+    conda:
+        "../envs/lmfeatures.yaml"
+    params:
+        epo_params=config["epo"],
+        seed=config["seed"],
+        device=config["device"],
+        code=stage_code("epo"),
+    script:
+        "../scripts/epo_fluency.py"
+
+
 rule epo_compare:
     input:
         model_dir=model_dir("{model}"),
         scan_dir=scan_dir("{model}"),
         runs=lambda wc: epo_run_dirs(wc.model, wc.neuron),
         fluency=lambda wc: fluency_dir(),
+        real_text=rules.epo_fluency.output.out_json,
     output:
         out_dir=directory(f"{RESULTS}/epo/{{model}}/{{neuron}}/compare"),
     log:

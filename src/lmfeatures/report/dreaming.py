@@ -17,8 +17,10 @@ def _front(df: pd.DataFrame) -> pd.DataFrame:
     return df.iloc[idx]
 
 
-def frontier_figure(hist: pd.DataFrame, data: pd.DataFrame, scan_max: float, neuron: str, out, ax=None) -> None:
-    """Activation vs. cross-entropy: EPO's merged and per-seed frontiers, GCG, random and dataset examples."""
+def frontier_figure(hist: pd.DataFrame, data: pd.DataFrame, summary: dict, neuron: str, out, ax=None) -> None:
+    """Activation vs. cross-entropy: EPO's merged and per-seed frontiers, GCG, random and dataset
+    examples, with the dataset maximum and the real-text fluency band of the summary (compare_with_data)."""
+    scan_max, real = summary["dataset_max"], summary["real_text_xent"]
     own = ax is None
     if own:
         set_theme()
@@ -70,6 +72,7 @@ def frontier_figure(hist: pd.DataFrame, data: pd.DataFrame, scan_max: float, neu
     ax.axhline(scan_max, color="#1b9e77", linestyle="--", linewidth=1, label=f"dataset max ({scan_max:.2f})")
     for t in (4, 6):
         ax.axvline(t, color="black", linestyle=":", linewidth=0.8)
+    ax.axvspan(real["median"], real["p90"], color="#1b9e77", alpha=0.08, label="real text: median to p90 xent")
     ax.set_xlabel("cross-entropy of the prompt (nats / token)")
     ax.set_ylabel("activation")
     ax.set_title(neuron)
@@ -96,7 +99,7 @@ def dreaming_section(
     rows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.9 * rows), squeeze=False)
     for ax, k in zip(axes.flat, keys):
-        frontier_figure(runs[k], data[k], summaries[k]["dataset_max"], k, None, ax=ax)
+        frontier_figure(runs[k], data[k], summaries[k], k, None, ax=ax)
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
@@ -108,9 +111,10 @@ def dreaming_section(
         return "—" if b is None else f"{b['target']:.2f}"
 
     lines = [
-        "| model · neuron | dataset max | data, cut to n tokens | EPO xent<4 | EPO xent<6 | EPO any | "
-        "EPO/data (xent<6) | seeds' best at xent<6 | GCG any (xent) | random any |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| model · neuron | dataset max | data, cut to n tokens | real text xent (median, p90) | EPO < median | "
+        "EPO < p90 | EPO xent<4 | EPO xent<6 | EPO any | EPO/data (< p90) | seeds' best < p90 | GCG any (xent) | "
+        "random any |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     prompts = ["| model · neuron | fluency | EPO prompt | act | xent |", "|---|---|---|---:|---:|"]
     paragraphs = []
@@ -120,48 +124,60 @@ def dreaming_section(
         b = e.get("best", {})
         g = s["methods"].get("gcg", {}).get("best", {}).get("xent<inf")
         r = s["methods"].get("random", {}).get("best", {}).get("xent<inf")
-        ratio = e.get("ratio_to_dataset_max", {}).get("xent<6")
-        seeds = ", ".join(f"{v:.2f}" for v in e.get("best_xent<6_per_seed", []))
+        real = s["real_text_xent"]
+        ratio = e.get("ratio_to_dataset_max", {}).get("xent<p90")
+        seeds = ", ".join(f"{v:.2f}" for v in e.get("best_xent<p90_per_seed", []))
         gcg = "—" if g is None else f"{g['target']:.2f} ({g['xent']:.1f})"
         lines.append(
-            f"| {k} | {s['dataset_max']:.2f} | {s['dataset_cut_max']:.2f} | "
-            f"{cell(b.get('xent<4'))} | {cell(b.get('xent<6'))} | "
-            f"{cell(b.get('xent<inf'))} | {'—' if ratio is None else f'{ratio:.2f}'} | {seeds} | "
-            f"{gcg} | {cell(r)} |"
+            f"| {k} | {s['dataset_max']:.2f} | {s['dataset_cut_max']:.2f} | {real['median']:.2f}, {real['p90']:.2f} | "
+            f"{cell(b.get('xent<median'))} | {cell(b.get('xent<p90'))} | {cell(b.get('xent<4'))} | "
+            f"{cell(b.get('xent<6'))} | {cell(b.get('xent<inf'))} | {'—' if ratio is None else f'{ratio:.2f}'} | "
+            f"{seeds} | {gcg} | {cell(r)} |"
         )
         top = s["dataset_top"]
         prompts.append(
             f"| {k} | best dataset example (cut) | {md_code(top['text'])} | {top['target']:.2f} | {top['xent']:.2f} |"
         )
-        for name, key in (("xent < 4", "xent<4"), ("xent < 6", "xent<6"), ("unconstrained", "xent<inf")):
+        fluency = (
+            (f"below real text's median ({real['median']:.2f})", "xent<median"),
+            (f"below real text's p90 ({real['p90']:.2f})", "xent<p90"),
+            ("xent < 6", "xent<6"),
+            ("unconstrained", "xent<inf"),
+        )
+        for name, key in fluency:
             if b.get(key):
                 prompts.append(
                     f"| {k} | {name} | {md_code(b[key]['text'])} | {b[key]['target']:.2f} | {b[key]['xent']:.2f} |"
                 )
-        in_dist = b.get("xent<6")
+        in_dist = b.get("xent<p90")
+        fluent = (
+            f"the fluency of real text (cross-entropy below {real['p90']:.2f}, the 90th percentile of held-out "
+            f"text slices of the same length under this model)"
+        )
         if in_dist is None:
-            verdict = "found no prompt with cross-entropy below 6 (in-distribution fluency)"
+            verdict = f"found no prompt at {fluent}"
         elif in_dist["target"] > s["dataset_max"]:
             verdict = (
-                f"found activations above the dataset maximum at in-distribution fluency: "
-                f"{in_dist['target']:.2f} at xent {in_dist['xent']:.2f} against {s['dataset_max']:.2f} "
-                f"({in_dist['target'] / s['dataset_max']:.2f}×)"
+                f"found activations above the dataset maximum at {fluent}: {in_dist['target']:.2f} at xent "
+                f"{in_dist['xent']:.2f} against {s['dataset_max']:.2f} ({in_dist['target'] / s['dataset_max']:.2f}×)"
             )
         else:
             verdict = (
-                f"did not exceed the dataset maximum at in-distribution fluency: best {in_dist['target']:.2f} "
-                f"at xent {in_dist['xent']:.2f} against {s['dataset_max']:.2f}"
+                f"did not exceed the dataset maximum at {fluent}: best {in_dist['target']:.2f} at xent "
+                f"{in_dist['xent']:.2f} against {s['dataset_max']:.2f}"
             )
+        median = b.get("xent<median")
+        if median is not None:
+            verdict += f"; below the median real-text xent ({real['median']:.2f}) it reached {median['target']:.2f}"
         unc = b.get("xent<inf")
         extra = ""
         if unc and unc["target"] > max(s["dataset_max"], in_dist["target"] if in_dist else -math.inf):
             extra = f" Without the fluency constraint it reached {unc['target']:.2f} (xent {unc['xent']:.2f})."
         trapped = [v for v in e.get("best_any_per_seed", []) if v <= 0]
-        if trapped:  # GELU's negative tail: its gradient points to ever more negative pre-activations
+        if trapped:
             extra += (
-                f" {len(trapped)} of {len(e['best_any_per_seed'])} seeds never found a positive activation: "
-                "from a start deep in the negative tail of a GELU-like activation, the one-hot gradient leads "
-                "towards ever more negative pre-activations, where the activation approaches 0 from below."
+                f" {len(trapped)} of {len(e['best_any_per_seed'])} seeds never found a positive activation, "
+                "even after their populations were re-drawn at random."
             )
         paragraphs.append(
             f"**{k}.** EPO {verdict}.{extra} The best of the neuron's top dataset examples, cut to "
@@ -171,10 +187,13 @@ def dreaming_section(
         f"![Activation against prompt cross-entropy for each neuron. Orange: EPO candidates, per-seed frontiers "
         f"(thin) and the frontier over all seeds (thick); purple: GCG; grey: random prompts; green stars: the "
         f"neuron's top dataset examples cut to the same length and scored the same way; dashed: the dataset "
-        f"maximum (full-context windows); dotted: xent 4 and 6.]({figure_ref}){{#fig-epo-frontiers}}",
+        f"maximum (full-context windows); dotted: xent 4 and 6 (the paper's thresholds); green band: the "
+        f"cross-entropy of real held-out text of the same length under the fluency model, median to 90th "
+        f"percentile.]({figure_ref}){{#fig-epo-frontiers}}",
         "\n\n".join(paragraphs),
-        "Best activation at each fluency threshold (merged over seeds), its ratio to the dataset maximum, "
-        "the spread over seeds, and the baselines (GCG with its cross-entropy):",
+        "Best activation at each fluency threshold (merged over seeds): below the median and the 90th "
+        "percentile of real text's cross-entropy under this model, and below the paper's fixed 4 and 6; its "
+        "ratio to the dataset maximum, the spread over seeds, and the baselines (GCG with its cross-entropy):",
         "\n".join(lines),
         "The best prompts at each threshold next to the best of the neuron's top dataset examples cut to the "
         "same length:",

@@ -1,10 +1,10 @@
 """Stage entry points: one module per rule file, one function per rule, named after the rule.
 
-    workflow/rules/data.smk    -> lmfeatures.stages.data     (corpus, tokenizer, tokens)
-    workflow/rules/models.smk  -> lmfeatures.stages.models   (train_model, untrained_twin, hub_model)
-    workflow/rules/scans.smk   -> lmfeatures.stages.scans    (scan, neuron_pages, scan_summary)
-    workflow/rules/epo.smk     -> lmfeatures.stages.epo      (epo_neurons, epo_run, epo_compare, epo_summary)
-    workflow/rules/report.smk  -> lmfeatures.stages.report   (model_summary, report)
+    workflow/rules/data.smk    -> stages.data    (corpus, tokenizer, tokens)
+    workflow/rules/models.smk  -> stages.models  (train_model, untrained_twin, hub_model)
+    workflow/rules/scans.smk   -> stages.scans   (scan, neuron_pages, scan_summary)
+    workflow/rules/epo.smk     -> stages.epo     (epo_neurons, epo_run, epo_fluency, epo_compare, epo_summary)
+    workflow/rules/report.smk  -> stages.report  (model_summary, report)
 
 A stage function reads its inputs, calls the algorithm modules (which never touch files) and
 writes its outputs atomically. Its arguments are keyword-only and carry the names of the rule's

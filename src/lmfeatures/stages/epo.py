@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..epo import EPOError, Scorer, UnitTarget, epo, initial_state, method_config, pareto_front
-from ..frontier import compare_with_data, dataset_examples
+from ..frontier import calibration, compare_with_data, dataset_examples, real_text_xent
 from ..hooks import HookedModel
 from ..io import atomic_path, write_json, write_provenance
 from ..models import load_model, resolve_device
@@ -42,8 +42,13 @@ def build_scorer(model_dir: str, neuron_text: str, params: dict, device: str, fl
                 "EPO needs the same token ids in both"
             )
         fluency = HookedModel(f_model)
-    target = UnitTarget(neuron.hook, neuron.index, position=params.get("position", "last"))
-    return Scorer(hooked, target, fluency, params.get("batch_size")), tok
+    position = params.get("position", "last")
+    target = UnitTarget(neuron.hook, neuron.index, position=position)
+    proposal = None
+    if params.get("proposal_gradient", "pre_activation") == "pre_activation":
+        proposal = UnitTarget(f"mlp_pre.{neuron.layer}", neuron.index, position=position)
+        hooked.check_hook(proposal.hook)
+    return Scorer(hooked, target, fluency, params.get("batch_size"), proposal), tok
 
 
 def _fluency_dir(fluency: list[str]) -> str | None:
@@ -111,6 +116,7 @@ def epo_run(
                     "xent": x,
                     "kept": k,
                     "restart_lambda": r["restart"],
+                    "reinitialised": r["reinitialised"],
                     "seconds": r["seconds"],
                 }
             )
@@ -130,6 +136,7 @@ def epo_run(
                 "xent": state.xent.cpu(),
                 "kept": kept,
                 "restart": None,
+                "reinitialised": False,
                 "seconds": 0.0,
             }
         )
@@ -172,12 +179,27 @@ def epo_run(
     ckpt.unlink(missing_ok=True)
 
 
+REAL_TEXT_SLICES = 4000
+
+
+def epo_fluency(
+    *, model_dir: str, scan_dir: str, fluency: list[str], out_json: str, epo_params: dict, seed: int, device: str
+) -> None:
+    """Cross-entropy of real text under the fluency model: random prompt-length slices of the
+    scanned held-out windows, their median and 90th percentile as calibrated fluency thresholds."""
+    lm, _ = load_model(_fluency_dir(fluency) or model_dir, resolve_device(device))
+    windows = load_scan(scan_dir, model_dir=model_dir).windows.ids
+    xents = real_text_xent(HookedModel(lm), windows, int(epo_params["n_tokens"]), REAL_TEXT_SLICES, seed)
+    write_json(out_json, calibration(xents))
+
+
 def epo_compare(
     *,
     model_dir: str,
     scan_dir: str,
     runs: list[str],
     fluency: list[str],
+    real_text: str,
     out_dir: str,
     neuron: str,
     epo_params: dict,
@@ -189,11 +211,11 @@ def epo_compare(
     hist = load_runs(runs)
     scan = load_scan(scan_dir, model_dir=model_dir)
     data = dataset_examples(scan, Neuron.from_name(neuron), scorer, tok, int(epo_params["n_tokens"]))
-    summary = compare_with_data(hist, data, neuron)
+    summary = compare_with_data(hist, data, neuron, json.loads(Path(real_text).read_text()))
     with atomic_path(out_dir, directory=True) as tmp:
         write_json(tmp / "compare.json", summary)
         data.to_parquet(tmp / "dataset_examples.parquet")
-        frontier_figure(hist, data, summary["dataset_max"], neuron, tmp / "frontier.png")
+        frontier_figure(hist, data, summary, neuron, tmp / "frontier.png")
         write_provenance(tmp, config, config.get("seed"), neuron=neuron)
 
 
