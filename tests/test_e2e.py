@@ -66,7 +66,9 @@ def test_every_results_folder_has_provenance(run):
 
 def test_trained_models_beat_the_unigram_baseline_and_twins_do_not(run):
     evals = {p.name: json.loads((p / "eval.json").read_text()) for p in (run / "results" / "models").iterdir()}
-    assert evals["micro-a"]["heldout_loss"] < evals["micro-a-untrained"]["heldout_loss"]
+    unigram = evals["micro-a"]["unigram_heldout_xent_nats"]
+    assert evals["micro-a"]["heldout_loss"] < unigram and evals["micro-b"]["heldout_loss"] < unigram
+    assert evals["micro-a-untrained"]["heldout_loss"] > unigram
     assert evals["micro-a-untrained"]["training_tokens"] == 0
     assert (run / "results" / "models" / "micro-a" / "training_log.csv").is_file()
 
@@ -123,7 +125,7 @@ def test_code_change_reruns_the_rules_that_run_it(run, tmp_path):
 
 def test_config_typo_stops_before_any_job(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text((REPO / "config" / "test.yaml").read_text().replace("steps: 30", "stpes: 30"))
+    bad.write_text((REPO / "config" / "test.yaml").read_text().replace("  steps: 80", "  stpes: 80"))
     result = snakemake(tmp_path, "--configfile", str(bad), "--dry-run", check=False)
     assert result.returncode != 0
     assert "config key 'training.stpes': unknown key" in result.stdout + result.stderr

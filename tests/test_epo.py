@@ -134,33 +134,48 @@ def test_lambdas_log_spaced_and_gcg():
     assert EPOConfig(population=1, lambda_min=0, lambda_max=0).lambdas().tolist() == [0.0]
 
 
-def _planted_model(vocab=32, best=7):
-    """A one-layer micro llama whose MLP neuron 0 reads one token's embedding direction u: the
-    planted token's embedding is 3u (others are shrunk), gate and up rows are 4u, so the neuron's
-    activation silu(4 u.x) * 4 u.x at the last position is largest when the last token is `best`."""
+def _conjunction_model(vocab=2000, a=11, b=1234):
+    """A one-layer micro llama whose MLP neuron 0, read at the last position, is largest when the
+    2-token prompt holds both token a and token b (in either order): a conjunction that random
+    search at a few hundred prompts finds with probability about 2 * 800 / vocab^2 < 1e-3.
+
+    Attention is uniform (zero queries) and its value / output maps copy the span of u1, u2;
+    token a's embedding is 3 u1, b's is 3 u2, every other token's lies outside that span. So at
+    the last position the MLP sees x_last + (4 u1 [a present] + 4 u2 [b present]) / 2, and gate
+    and up rows along (u1 + u2) give activation ~13.2 with both tokens and ~7.6 with one.
+    """
     model = micro_model("llama", seed=0, vocab_size=vocab, n_layers=1)
     hm = HookedModel(model)
-    u = F.normalize(torch.ones(hm.d_model), dim=0)
-    mlp = model.model.layers[0].mlp  # test-only surgery on a known architecture
+    d = hm.d_model
+    u1, u2 = torch.eye(d)[0], torch.eye(d)[1]
+    w = (u1 + u2) / 2**0.5
+    layer = model.model.layers[0]  # test-only surgery on a known architecture
+    attn, mlp = layer.self_attn, layer.mlp
     with torch.no_grad():
         w_e = hm.embedding_matrix()
         w_e.mul_(0.05)
-        w_e[best] = 3.0 * u
-        model.model.layers[0].post_attention_layernorm.weight.fill_(1.0)
-        mlp.gate_proj.weight[0] = 4.0 * u
-        mlp.up_proj.weight[0] = 4.0 * u
-    return hm, best
+        w_e[:, :2] = 0.0  # other tokens: nothing along u1, u2
+        w_e[a], w_e[b] = 3.0 * u1, 3.0 * u2
+        layer.input_layernorm.weight.fill_(1.0)
+        layer.post_attention_layernorm.weight.fill_(1.0)
+        attn.q_proj.weight.zero_()  # uniform attention over the prefix
+        attn.v_proj.weight.zero_()
+        attn.o_proj.weight.zero_()
+        attn.v_proj.weight[0, 0] = attn.v_proj.weight[1, 1] = 1.0  # kv head 0 copies u1, u2 ...
+        attn.o_proj.weight[0, 0] = attn.o_proj.weight[1, 1] = 1.0  # ... and query head 0 writes them back
+        mlp.gate_proj.weight[0] = w
+        mlp.up_proj.weight[0] = w
+    return hm, (a, b)
 
 
-def test_planted_neuron_is_found():
-    hm, best = _planted_model()
+def test_planted_conjunction_is_found_where_random_search_fails():
+    hm, (a, b) = _conjunction_model()
     tok = _Tok(hm.vocab_size)
-    scorer = Scorer(hm, UnitTarget("mlp.0", 0), batch_size=64)
-    # the planted token maximises the neuron among all single last tokens
-    probe = torch.tensor([[1, 2, 3, t] for t in range(1, hm.vocab_size)])
-    assert int(scorer.score(probe)[0].argmax()) + 1 == best
+    scorer = Scorer(hm, UnitTarget("mlp.0", 0), batch_size=256)
+    both, one = scorer.score(torch.tensor([[a, b], [b, a]]))[0], scorer.score(torch.tensor([[5, b], [a, 5], [b, b]]))[0]
+    assert both.min() > 12.5 and one.max() < 8.5  # the planted conjunction, checked on the model itself
     cfg = EPOConfig(
-        n_tokens=4,
+        n_tokens=2,
         population=4,
         children=8,
         top_k=8,
@@ -170,10 +185,18 @@ def test_planted_neuron_is_found():
         lambda_max=0.1,
         seed=0,
     )
-    state = epo(scorer, tok, cfg)
-    winner = state.ids[int(torch.argmax(state.target))]
-    assert int(winner[-1]) == best
-    assert not (state.ids == 0).any()  # the special token is never proposed
+    found = epo(scorer, tok, cfg)
+    assert float(found.target.max()) > 12.5
+    assert set(found.ids[int(torch.argmax(found.target))].tolist()) == {a, b}
+    assert not (found.ids == 0).any()  # the special token is never proposed
+    seen = []
+    epo(
+        scorer,
+        tok,
+        EPOConfig(**{**cfg.__dict__, "proposal": "random"}),
+        on_iteration=lambda r: seen.append(r["target"]),
+    )
+    assert sum(len(t) for t in seen) >= 700 and float(torch.cat(seen).max()) < 8.5  # same budget, no conjunction
 
 
 def test_determinism_same_seed_same_history():
@@ -223,28 +246,33 @@ def test_random_baseline_and_without_replacement_share_the_loop():
 
 
 def test_children_take_tokens_from_the_slot_objectives_top_k():
-    """With k = 1 every child's new token is the argmax of d target - lambda_j d xent at the mutated
-    position (banned tokens excluded), computed here by hand from the two gradients."""
+    """Every child that differs from its parent differs in exactly one position, by a token of that
+    slot's top-k of d proposal - lambda_j d xent there (banned tokens excluded), computed here by
+    hand from the two gradients; with k = 1 it is the argmax."""
     from lmfeatures.epo import EPOState, _gradient_children
 
     hm = HookedModel(micro_model("gpt_neox", seed=5))
     scorer = Scorer(hm, UnitTarget("mlp.1", 4), batch_size=16)
     ids = torch.tensor([[3, 8, 9, 4], [3, 8, 9, 4], [7, 1, 2, 5]])  # two slots share a prompt
     t, x = scorer.score(ids)
-    state = EPOState(0, ids, t, x)
     lambdas = torch.tensor([0.0, 5.0, 1.0])
     banned = torch.zeros(hm.vocab_size, dtype=torch.bool)
     banned[0] = True
-    cfg = EPOConfig(n_tokens=4, population=3, children=6, top_k=1)
-    children = _gradient_children(scorer, state, cfg, lambdas, banned, torch.Generator().manual_seed(0)).view(3, 6, 4)
     _, _, g_t, g_x = scorer.gradients(ids)
-    for j in range(3):
-        best = (g_t[j] - lambdas[j] * g_x[j]).masked_fill(banned, -math.inf).argmax(-1)  # [n]
-        for child in children[j]:
-            changed = (child != ids[j]).nonzero().flatten().tolist()
-            assert len(changed) <= 1
-            for i in changed:
-                assert int(child[i]) == int(best[i])
+    for k in (1, 3):
+        cfg = EPOConfig(n_tokens=4, population=3, children=12, top_k=k)
+        gen = torch.Generator().manual_seed(k)
+        children = _gradient_children(scorer, EPOState(0, ids, t, x), cfg, lambdas, banned, gen).view(3, 12, 4)
+        n_changed = 0
+        for j in range(3):
+            top = (g_t[j] - lambdas[j] * g_x[j]).masked_fill(banned, -math.inf).topk(k, dim=-1).indices  # [n, k]
+            for child in children[j]:
+                changed = (child != ids[j]).nonzero().flatten().tolist()
+                if changed:
+                    n_changed += 1
+                    assert len(changed) == 1
+                    assert int(child[changed[0]]) in top[changed[0]].tolist()
+        assert n_changed >= 24  # most children are new prompts
     # slots 0 and 1 hold the same prompt but different lambdas: their proposals differ
     assert not torch.equal((g_t[0] - 0.0 * g_x[0]).argmax(-1), (g_t[1] - 5.0 * g_x[1]).argmax(-1))
 
