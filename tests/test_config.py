@@ -1,4 +1,5 @@
 import copy
+import re
 
 import pytest
 import yaml
@@ -35,10 +36,27 @@ def test_default_and_test_configs_validate_and_fill_defaults():
         (lambda c: c["models"][0].pop("d_mlp"), "source train needs d_mlp"),
         (lambda c: c["models"].append({"name": "g", "source": "gpt2", "n_layers": 2}), "size fields"),
         (lambda c: c["tokenizer"].update(vocab_size=10), "'tokenizer.vocab_size'"),
+        (lambda c: c.update(seed=-1), "'seed': -1 is less than the minimum of 0"),
+        (lambda c: c["epo"].update(seeds=[0, -2]), "'epo.seeds[1]'"),
+        (
+            lambda c: c["neurons"].update(explicit=["2.5"]),
+            "'neurons.explicit[0]': neuron 2.5: layer 2 is out of range for model neox-s (2 layers, 0-1)",
+        ),
+        (
+            lambda c: c["neurons"].update(explicit=["0.300"]),
+            "'neurons.explicit[0]': neuron 0.300: index 300 is out of range for model neox-s (256 neurons",
+        ),
+        (
+            lambda c: c["epo"]["neurons"].update(explicit=["3.600"]),
+            "'epo.neurons.explicit[0]': neuron 3.600: index 600",
+        ),
+        (lambda c: c["epo"]["neurons"].update(layers=[1, 4]), "'epo.neurons.layers[1]': layer 4 is out of range"),
+        (lambda c: c["epo"].update(top_k=5000), "'epo.top_k': 5000 is not below the vocabulary of model neox-m"),
+        (lambda c: c.update(device="cuda:1"), "'device': 'cuda:1', but CUDA is not available"),
     ],
 )
 def test_bad_config_names_the_key(mutate, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         _check(mutate)
 
 

@@ -49,3 +49,14 @@ def test_empty_corpus_and_missing_column_are_clear_errors(tmp_path):
     path.write_text("a\nb\n")
     with pytest.raises(CorpusError, match="no column 'body'"):
         build_corpus(CorpusConfig(source="text", data_files=[str(path)], text_column="body"))
+
+
+def test_empty_or_missing_local_files_are_one_clear_error(tmp_path):
+    from lmfeatures.corpus import CorpusError
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(CorpusError, match=r"are empty, so there is no document"):
+        build_corpus(CorpusConfig(source="json", data_files=[str(empty)]))
+    with pytest.raises(CorpusError, match="does not exist"):
+        build_corpus(CorpusConfig(source="json", data_files=[str(tmp_path / "nope.jsonl")]))

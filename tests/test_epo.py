@@ -298,3 +298,11 @@ def test_stage_inputs_are_checked_before_compute(tmp_path, small_corpus, small_t
         build_scorer(main, "L7N0", params, "cpu")
     with pytest.raises(EPOError, match="different tokenizer"):
         build_scorer(main, "L1N3", params, "cpu", fluency_dir=other)
+
+
+def test_auto_batch_size_scales_with_the_prompt_length():
+    from lmfeatures.epo import auto_batch_size
+
+    model = HookedModel(micro_model("gpt_neox", seed=0, vocab_size=50_000))
+    short, long = auto_batch_size(model, None, 4), auto_batch_size(model, None, 64)
+    assert 16 <= long <= short <= 1024 and (long < short or short == 1024)

@@ -35,7 +35,12 @@ def test_pages_mark_the_scans_position_and_value():
     assert (windows.valid_from > 0).any()
     cfg = ScanConfig(context_length=16, batch_size=4, top_k=5, n_intervals=3, per_interval=3, n_random=4)
     result, _ = scan(model, windows, cfg)
-    meta = {"model": "m", "n_layers": 3, "n_tokens": int(result["n_tokens"]), "scan_config": {"context_length": 16}}
+    meta = {
+        "model": "m",
+        "n_layers": 3,
+        "n_tokens": int(result["n_tokens"]),
+        "scan_config": {"context_length": 16, "max_per_document": 2},
+    }
     meta["doc_ids"] = [f"doc{i}" for i in range(len(docs))]
     s = Scan(meta=meta, tensors=result, windows=windows, path=None)
     neuron = Neuron(2, 7)
@@ -44,7 +49,10 @@ def test_pages_mark_the_scans_position_and_value():
     token_acts = {w: acts[w] for w in range(len(windows.ids))}
     page = dataset_page("m", neuron, s, _Tok(), token_acts, None, {}, [], None)
     assert isinstance(page, NeuronPage) and [x.title for x in page.sections][2] == "Top examples (one per window)"
-    examples = _examples(page.html())
+    html = page.html()
+    docs = {int(windows.doc[w]) for w in result["mlp.2.top_window"][:, 7].tolist()}
+    assert f"5 windows from {len(docs)} documents (at most 2 per document)" in html
+    examples = _examples(html)
     top = [e for e in examples if e[0].startswith("#")]
     assert len(top) == 5
     for k, (_, value, marked) in enumerate(top):

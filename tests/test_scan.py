@@ -60,6 +60,7 @@ def test_streaming_scan_equals_brute_force(tmp_path, arch):
         context_length=16,
         batch_size=3,
         top_k=4,
+        max_per_document=None,
         kinds=["mlp", "resid"],
         density_threshold=0.1,
         n_intervals=3,
@@ -175,3 +176,43 @@ def test_every_positive_window_falls_in_exactly_one_interval():
         assert sorted(chosen) == sorted(set(chosen))  # no window in two intervals
         assert set(chosen) == set(np.nonzero(win_max[:, u] > 0)[0].tolist())  # every positive window in one
         assert 7 in picked[-1, :, u]  # the max window is in the top interval
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_non_finite_activation_stops_with_one_line(bad):
+    model = HookedModel(micro_model("gpt_neox", seed=2))
+    windows = make_windows(_docs(), 16)
+    with torch.no_grad():  # the MLP output projection's input is mlp.1: poison one unit's input weights
+        model.model.gpt_neox.layers[1].mlp.dense_h_to_4h.weight[5] = bad
+    with pytest.raises(ScanError) as info:
+        scan(model, windows, ScanConfig(context_length=16, batch_size=4), desc="scan micro")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("scan micro: hook mlp.1, unit 5, window 0:")
+
+
+@pytest.mark.parametrize("cap", [1, 2])
+def test_top_k_per_document_cap_equals_brute_force(cap):
+    """The top-k under 'at most cap windows per document' equals sorting every window by its max
+    and keeping, in order, those whose document has fewer than cap kept."""
+    model = HookedModel(micro_model("gpt_neox", seed=3))
+    windows = make_windows(_docs(vocab=64), 8)  # many windows per long document
+    cfg = ScanConfig(context_length=8, batch_size=3, top_k=6, max_per_document=cap)
+    result, _ = scan(model, windows, cfg)
+    acts, valid = _brute_force(model, windows, "mlp.1", cfg.batch_size)
+    win_max = acts.masked_fill(~valid[..., None], -math.inf).max(1).values  # [windows, units]
+    for u in range(win_max.shape[1]):
+        kept, per_doc = [], {}
+        for w in sorted(range(len(win_max)), key=lambda w: -float(win_max[w, u])):
+            d = int(windows.doc[w])
+            if per_doc.get(d, 0) < cap:
+                per_doc[d] = per_doc.get(d, 0) + 1
+                kept.append(w)
+        kept = kept[:6]
+        got = result["mlp.1.top_window"][:, u].tolist()
+        assert torch.equal(result["mlp.1.top_values"][: len(kept), u], win_max[kept, u])
+        assert sorted(w for w in got if w >= 0) == sorted(kept)
+        docs = [int(windows.doc[w]) for w in got if w >= 0]
+        assert max(docs.count(d) for d in docs) <= cap
+    n_docs = len(set(windows.doc.tolist()))
+    if n_docs * cap < 6:  # fewer allowed windows than k: the rest of the top-k stays empty
+        assert (result["mlp.1.top_window"][n_docs * cap :] == -1).all()

@@ -97,6 +97,85 @@ def check_stages(config: dict) -> None:
             raise ConfigError(f"config key 'epo': {err}") from None
 
 
+def model_shape(config: dict, entry: dict) -> dict | None:
+    """Layers, MLP width (None when the config does not say) and vocabulary size of a model, known
+    before any job runs: from the config for the embedded family, from config.json for a local or
+    cached hub model; None when neither has it yet."""
+    if entry["source"] == UNTRAINED_TWIN:
+        entry = model_entry(config, entry["twin_of"])
+    if entry["source"] == TRAIN:
+        return {"n_layers": entry["n_layers"], "d_mlp": entry["d_mlp"], "vocab_size": config["tokenizer"]["vocab_size"]}
+    path = Path(entry["source"]).expanduser()
+    if not (path / "config.json").is_file():
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(entry["source"], "config.json")
+        if not isinstance(cached, str):
+            return None
+        path = Path(cached).parent
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(str(path))
+    text = cfg.get_text_config()
+    d_mlp = getattr(text, "intermediate_size", None) or getattr(text, "ffn_dim", None) or getattr(text, "n_inner", None)
+    if d_mlp is None and cfg.model_type == "gpt2":
+        d_mlp = 4 * text.hidden_size  # GPT-2's n_inner default
+    return {"n_layers": text.num_hidden_layers, "d_mlp": d_mlp, "vocab_size": text.vocab_size}
+
+
+def _check_neurons(config: dict, stage: str | None, models: list[str]) -> None:
+    """Every explicit neuron and listed layer of a stage's selection exists in every model it is used on."""
+    spec = neuron_spec(config, stage)
+    overrides = config[stage].get("neurons", {}) if stage else {}
+    origin = {f: f"{stage}.neurons.{f}" if f in overrides else f"neurons.{f}" for f in ("explicit", "layers")}
+    for name in models:
+        shape = model_shape(config, model_entry(config, name))
+        if shape is None:
+            continue
+        n_layers, d_mlp = shape["n_layers"], shape["d_mlp"]
+        for i, text in enumerate(spec.get("explicit", [])):
+            layer, index = (int(p) for p in text.split("."))
+            if layer >= n_layers:
+                raise ConfigError(
+                    f"config key '{origin['explicit']}[{i}]': neuron {text}: layer {layer} is out of range for model "
+                    f"{name} ({n_layers} layers, 0-{n_layers - 1})"
+                )
+            if d_mlp is not None and index >= d_mlp:
+                raise ConfigError(
+                    f"config key '{origin['explicit']}[{i}]': neuron {text}: index {index} is out of range for model "
+                    f"{name} ({d_mlp} neurons per layer, 0-{d_mlp - 1})"
+                )
+        for i, layer in enumerate(spec.get("layers") or []):
+            if layer >= n_layers:
+                raise ConfigError(
+                    f"config key '{origin['layers']}[{i}]': layer {layer} is out of range for model {name} "
+                    f"({n_layers} layers, 0-{n_layers - 1})"
+                )
+
+
+def check_ranges(config: dict) -> None:
+    """Values the config already determines, checked before any job runs: neurons and layers
+    against each model's shape, epo.top_k against the vocabulary, a CUDA device that exists."""
+    _check_neurons(config, None, [m["name"] for m in config["models"]])
+    epo = config.get("epo", {})
+    if epo.get("models"):
+        _check_neurons(config, "epo", epo["models"])
+        for name in epo["models"]:
+            shape = model_shape(config, model_entry(config, name))
+            if shape is not None and epo["top_k"] >= shape["vocab_size"]:
+                raise ConfigError(
+                    f"config key 'epo.top_k': {epo['top_k']} is not below the vocabulary of model {name} "
+                    f"({shape['vocab_size']} tokens, special tokens included); use a smaller top_k"
+                )
+    if config["device"].startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"config key 'device': {config['device']!r}, but CUDA is not available here; use auto or cpu"
+            )
+
+
 def neuron_spec(config: dict, stage: str | None = None) -> dict:
     """The neuron selection a stage uses: the shared `neurons:` section with the stage's own
     `neurons:` overrides (e.g. `epo.neurons`) on top; fields of lmfeatures.neurons.NeuronSpec."""
@@ -115,6 +194,7 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict
     validate(config, str(schema_path), set_default=True)
     check_models(config)
     check_stages(config)
+    check_ranges(config)
     return config
 
 

@@ -11,6 +11,7 @@ The result is a ``datasets.DatasetDict`` with splits ``train`` and ``heldout`` a
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import re
 import sys
@@ -76,12 +77,20 @@ def _loaded_documents(cfg: CorpusConfig) -> tuple[list[dict], dict]:
     kwargs = dict(cfg.extra)
     if cfg.data_files:
         kwargs["data_files"] = cfg.data_files
+        missing = [f for f in cfg.data_files if not glob.glob(f)]  # a path or a glob pattern
+        if missing:
+            raise CorpusError(f"corpus.data_files: {missing[0]!r} does not exist; give existing local files")
+        if all(Path(f).is_file() and Path(f).stat().st_size == 0 for f in cfg.data_files):
+            raise CorpusError(
+                f"corpus source {cfg.source!r}: corpus.data_files {cfg.data_files} are empty, so there is no "
+                "document to train or scan on; give files with rows of text"
+            )
     try:
         ds = datasets.load_dataset(cfg.source, cfg.name, split=cfg.split, **kwargs)
     except Exception as err:  # datasets raises many types; all mean "could not load"
+        reason = (str(err).splitlines() or [""])[0][:200]
         raise CorpusError(
-            f"corpus source {cfg.source!r} could not be loaded "
-            f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+            f"corpus source {cfg.source!r} could not be loaded ({type(err).__name__}: {reason}); "
             "give local files with corpus.source: text|json|parquet and corpus.data_files, "
             f"or use the offline default corpus.source: {EMBEDDED_SOURCE}"
         ) from err

@@ -33,9 +33,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+import psutil
 import torch
 import torch.nn.functional as F
 
@@ -146,13 +147,13 @@ class Scorer:
         model: HookedModel,
         target: Target,
         fluency: HookedModel | None = None,
-        batch_size: int | None = None,
+        batch_size: int = 64,  # candidates per forward; auto_batch_size() fits it to free memory
         proposal: Target | None = None,
     ):
         self.model, self.target = model, target
         self.proposal = proposal or target
         self.fluency = fluency  # None = the model under study (one forward gives both terms)
-        self.batch_size = batch_size or auto_batch_size(model, fluency)
+        self.batch_size = batch_size
 
     def _run(self, hooks: list[str], model_in: dict, fluency_in: dict) -> tuple[dict, torch.Tensor]:
         """Activations at `hooks` and the fluency model's logits [batch, n, V]."""
@@ -207,16 +208,14 @@ def xent_of_onehot(logits: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
     return -(logp * onehot[:, 1:]).sum(-1).mean(1)
 
 
-def auto_batch_size(model: HookedModel, fluency: HookedModel | None, n_tokens: int = 16) -> int:
-    """Candidates per forward: as many as fit in a quarter of free memory, between 16 and 1024."""
+def auto_batch_size(model: HookedModel, fluency: HookedModel | None, n_tokens: int) -> int:
+    """Candidates of n_tokens per forward: as many as fit in a quarter of free memory, between 16 and 1024."""
     per_candidate = 4 * n_tokens * (model.vocab_size + 12 * model.d_model * model.n_layers + 4 * model.d_mlp)
     if fluency is not None:
         per_candidate += 4 * n_tokens * (fluency.vocab_size + 12 * fluency.d_model * fluency.n_layers)
     if model.device.type == "cuda":
         free = torch.cuda.mem_get_info(model.device)[0]
     else:
-        import psutil
-
         free = psutil.virtual_memory().available
     return int(max(16, min(1024, free // 4 // per_candidate)))
 
@@ -231,6 +230,10 @@ class EPOState:
     xent: torch.Tensor  # [M]
     seen: set = field(default_factory=set)
     rng_state: torch.Tensor | None = None
+
+    def to(self, device: torch.device) -> EPOState:
+        """The same state with its population on `device`; the RNG state stays on the host."""
+        return replace(self, ids=self.ids.to(device), target=self.target.to(device), xent=self.xent.to(device))
 
 
 def initial_state(scorer: Scorer, tokenizer, cfg: EPOConfig) -> EPOState:

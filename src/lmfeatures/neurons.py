@@ -60,11 +60,15 @@ class NeuronSpec:
 
 def token_concentration(scan: Scan, hook: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Share of a unit's top-k examples whose max token is its most common max token.
-    Returns (share [units], that token id [units])."""
+    Returns (share [units], that token id [units]); empty slots of the top-k (window -1) do not count."""
     w, p = scan.tensor(hook, "top_window"), scan.tensor(hook, "top_pos")  # [k, units]
-    tokens = scan.windows.ids[w.clamp(min=0), p.clamp(min=0)]
-    mode = tokens.mode(dim=0).values  # [units]
-    return (tokens == mode).float().mean(0), mode
+    found = w >= 0
+    tokens = scan.windows.ids[w.clamp(min=0), p.clamp(min=0)].masked_fill(~found, -1)
+    # the mode of the found tokens: -1 placeholders are pushed below every real token's count
+    counts = (tokens[:, None, :] == tokens[None, :, :]).sum(1).masked_fill(~found, -1)  # [k, units]
+    best = counts.max(0)
+    mode = tokens.gather(0, best.indices[None]).squeeze(0)
+    return best.values.clamp(min=0) / found.sum(0).clamp(min=1), mode
 
 
 def resolve_neurons(scan: Scan, spec: NeuronSpec, extra: list[Neuron] = ()) -> list[Neuron]:

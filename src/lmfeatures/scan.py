@@ -7,7 +7,8 @@ needs padding. Documents shorter than the context are skipped and counted.
 
 For every unit u (an `mlp` neuron or a `resid` dimension) of every requested layer, one forward
 pass per batch updates, all as tensor operations over [units]:
-  * the top-k windows by the window's max activation (one example per window), exactly;
+  * the top-k windows by the window's max activation (one example per window, at most
+    `max_per_document` from one document), exactly;
   * moments (count, mean, M2, M3, M4 merged with Chan et al.'s parallel formulas in float64),
     max, min, density above 0 and above a threshold;
   * a 64-bin histogram anchored at 0 with a per-unit power-of-two bin width that doubles
@@ -43,12 +44,21 @@ class ScanError(ValueError):
     """Bad scan input or a scan that does not match what the caller expects."""
 
 
+class NonFiniteActivation(ScanError):
+    """An activation is NaN or infinite: row `row` of the batch, unit `unit`."""
+
+    def __init__(self, row: int, unit: int, value: float):
+        super().__init__(f"activation {value} of unit {unit} in batch row {row} is not finite")
+        self.row, self.unit, self.value = row, unit, value
+
+
 @dataclass
 class ScanConfig:
     context_length: int = 128
     max_tokens: int | None = None  # token budget; None = the whole held-out split
     batch_size: int = 32  # windows per forward pass
     top_k: int = 20
+    max_per_document: int | None = 2  # top examples from one document (Neuroscope: 1); None = no cap
     kinds: list[str] = field(default_factory=lambda: ["mlp"])  # "mlp" and / or "resid"
     density_threshold: float = 0.5  # second density: share of tokens above this value
     n_intervals: int = 5
@@ -156,18 +166,37 @@ def batch_histogram(acts: torch.Tensor, valid: torch.Tensor, inv_width: torch.Te
     return hist.scatter_add(0, idx.flatten(), vf.expand_as(x).flatten())
 
 
+def cap_per_document(values: torch.Tensor, docs: torch.Tensor, cap: int) -> torch.Tensor:
+    """values, docs [n, units] -> values with every entry beyond the `cap` best of its document
+    (per unit, ties broken by row) set to -inf."""
+    n = values.shape[0]
+    order = values.argsort(dim=0, descending=True, stable=True)
+    d = docs.gather(0, order)  # [n, units], best first
+    earlier = torch.ones(n, n, dtype=torch.bool, device=values.device).tril(-1)[..., None]  # [i, j]: j before i
+    rank = ((d[:, None, :] == d[None, :, :]) & earlier).sum(1)  # better entries of the same document
+    over = torch.zeros_like(values, dtype=torch.bool).scatter_(0, order, rank >= cap)
+    return values.masked_fill(over, -math.inf)
+
+
 class _Accumulator:
     """Running statistics of one hook point over [units]: merges of per-batch partials, on the device."""
 
     def __init__(
-        self, n_units: int, k: int, threshold: float, device: torch.device, kernels=(batch_partials, batch_histogram)
+        self,
+        n_units: int,
+        k: int,
+        threshold: float,
+        device: torch.device,
+        kernels=(batch_partials, batch_histogram),
+        max_per_document: int | None = None,
     ):
         f64 = dict(dtype=torch.float64, device=device)
-        self.k, self.threshold = k, threshold
+        self.k, self.threshold, self.max_per_document = k, threshold, max_per_document
         self.partials, self.histogram = kernels
         self.top_values = torch.full((k, n_units), -math.inf, device=device)
         self.top_window = torch.full((k, n_units), -1, dtype=torch.int64, device=device)
         self.top_pos = torch.full((k, n_units), -1, dtype=torch.int64, device=device)
+        self.top_doc = torch.full((k, n_units), -1, dtype=torch.int64, device=device)
         self.count = 0
         self.mean, self.m2, self.m3, self.m4 = (torch.zeros(n_units, **f64) for _ in range(4))
         self.max = torch.full((n_units,), -math.inf, device=device)
@@ -177,8 +206,10 @@ class _Accumulator:
         self.hist = torch.zeros(n_units, HIST_BINS, **f64)
         self.bin_width = None  # [units], set from the first batch
 
-    def update(self, acts: torch.Tensor, valid: torch.Tensor, window_ids: torch.Tensor) -> torch.Tensor:
-        """acts [batch, pos, units] float32; valid [batch, pos] bool; window_ids [batch] int64.
+    def update(
+        self, acts: torch.Tensor, valid: torch.Tensor, window_ids: torch.Tensor, doc_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """acts [batch, pos, units] float32; valid [batch, pos] bool; window_ids, doc_ids [batch] int64.
         Returns the window maxima [batch, units] for the on-disk table."""
         half = HIST_BINS // 2
         if self.bin_width is None:  # first batch: range and shift from the data itself
@@ -191,14 +222,25 @@ class _Accumulator:
             self.mean = x.double().mean(0)
         shift = self.mean.float()
         win_max, win_arg, sums, bmax, bmin = self.partials(acts, valid, shift, self.threshold)
+        if not bool((torch.isfinite(bmax) & torch.isfinite(bmin)).all()):  # NaN or Inf: no range holds it
+            row, _, unit = (int(i) for i in torch.nonzero(~torch.isfinite(acts) & valid[..., None])[0])
+            raise NonFiniteActivation(row, unit, float(acts[row, :, unit][~torch.isfinite(acts[row, :, unit])][0]))
         self._grow(torch.maximum(bmax.abs(), bmin.abs()))  # widen ranges first, then count once
         self.hist += self.histogram(acts, valid, 1 / self.bin_width).view_as(self.hist)
-        # top-k over windows: the running top-k and this batch's window maxima, one topk
+        # top-k over windows: the running top-k and this batch's window maxima, one topk. Capping per
+        # document is exact greedily: a window left out because its document already has `cap`
+        # better ones kept can never come back, since those leave the top-k only for better windows.
         cand_v = torch.cat([self.top_values, win_max])
         cand_w = torch.cat([self.top_window, window_ids[:, None].expand_as(win_max)])
         cand_p = torch.cat([self.top_pos, win_arg])
+        cand_d = torch.cat([self.top_doc, doc_ids[:, None].expand_as(win_max)])
+        if self.max_per_document is not None:
+            cand_v = cap_per_document(cand_v, cand_d, self.max_per_document)
         self.top_values, idx = cand_v.topk(self.k, dim=0)
-        self.top_window, self.top_pos = cand_w.gather(0, idx), cand_p.gather(0, idx)
+        found = torch.isfinite(self.top_values)  # fewer than k windows may be allowed in all
+        self.top_window = torch.where(found, cand_w.gather(0, idx), -1)
+        self.top_pos = torch.where(found, cand_p.gather(0, idx), -1)
+        self.top_doc = torch.where(found, cand_d.gather(0, idx), -1)
         self.max = torch.maximum(self.max, bmax)
         self.min = torch.minimum(self.min, bmin)
         sums = sums.double()
@@ -299,12 +341,22 @@ def _hook_names(model: HookedModel, kinds: list[str]) -> list[str]:
     return [f"{k}.{layer}" for k in kinds for layer in range(model.n_layers)]
 
 
+FINGERPRINT_CHUNK = 1 << 20  # bytes read at the start, middle and end of each weight file
+
+
 def fingerprint(model_dir: str | Path) -> str:
-    """Identifies a saved model: hash of its config.json and the sizes of its weight files."""
+    """Identifies a saved model: a hash of its config.json and of each weight file's name, size and
+    bytes at its start, middle and end, so that retrained weights of the same shapes differ while
+    a multi-GB model is fingerprinted in milliseconds."""
     model_dir = Path(model_dir)
     h = hashlib.sha256((model_dir / "config.json").read_bytes())
     for f in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin")):
-        h.update(f"{f.name}:{f.stat().st_size}".encode())
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with open(f, "rb") as data:
+            for offset in sorted({0, max(0, size // 2 - FINGERPRINT_CHUNK // 2), max(0, size - FINGERPRINT_CHUNK)}):
+                data.seek(offset)
+                h.update(data.read(FINGERPRINT_CHUNK))
     return h.hexdigest()[:16]
 
 
@@ -331,7 +383,8 @@ def scan(
     n_win = len(windows.doc)
     n_tokens = int((cfg.context_length - windows.valid_from).sum())
     kernels = _kernels(cfg.compile, n_tokens * sum(dims.values()))
-    acc = {h: _Accumulator(dims[h], min(cfg.top_k, n_win), cfg.density_threshold, device, kernels) for h in hooks}
+    k = min(cfg.top_k, n_win)
+    acc = {h: _Accumulator(dims[h], k, cfg.density_threshold, device, kernels, cfg.max_per_document) for h in hooks}
     tables = {h: allocate(h, (n_win, dims[h])) for h in hooks}
     positions = torch.arange(cfg.context_length)
     bar = tqdm(total=n_tokens, desc=desc, unit="tok", unit_scale=True, mininterval=2.0)
@@ -345,7 +398,13 @@ def scan(
             acts = model.run(hooks, input_ids=ids)
             n_real = int(real.sum())
             for h in hooks:
-                win_max = acc[h].update(acts[h].float(), valid, rows.to(device))
+                try:
+                    win_max = acc[h].update(acts[h].float(), valid, rows.to(device), windows.doc[rows].to(device))
+                except NonFiniteActivation as err:
+                    raise ScanError(
+                        f"{desc}: hook {h}, unit {err.unit}, window {int(rows[err.row])}: activation {err.value} "
+                        "is not finite; check the model's weights and dtype (float16 overflows: use float32)"
+                    ) from None
                 tables[h][b0 : b0 + n_real] = win_max[:n_real].half().cpu().numpy()
             bar.update(int(valid.sum()))
     bar.close()

@@ -85,6 +85,8 @@ def gallery(
             cells = []
             for k in range(GALLERY_EXAMPLES):
                 w = int(s.tensor(h, "top_window")[k, u])
+                if w < 0:  # fewer top examples than that
+                    break
                 p = int(s.tensor(h, "top_pos")[k, u])
                 v = float(s.tensor(h, "top_values")[k, u])
                 cells.append(f"{v:.2f} {_snippet(tok, s.windows.ids[w].tolist(), p)}")

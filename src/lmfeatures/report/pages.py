@@ -200,7 +200,13 @@ def dataset_page(
     hist = histogram_svg(scan.tensor(h, "hist")[u], float(scan.tensor(h, "bin_width")[u]))
     page.add("Summary", f'<table class="stats">{stats}</table>\n{scanned}\n{hist}')
     page.add("Direct logit effect (W_out · W_U)", logit_html)
-    page.add("Top examples (one per window)", "".join(top))
+    docs = {int(scan.windows.doc[w]) for w in top_window.tolist() if w >= 0}
+    cap = scan.meta["scan_config"].get("max_per_document")
+    per_doc = f"at most {cap} per document" if cap else "any number per document"
+    page.add(
+        "Top examples (one per window)",
+        f"<p>{len(top)} windows from {len(docs)} documents ({per_doc}).</p>" + "".join(top),
+    )
     page.add("Examples by activation interval", "".join(intervals))
     page.add("Random windows", "".join(randoms))
     return page

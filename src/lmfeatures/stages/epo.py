@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..epo import EPOError, Scorer, UnitTarget, epo, initial_state, method_config, pareto_front
+from ..epo import EPOError, Scorer, UnitTarget, auto_batch_size, epo, initial_state, method_config, pareto_front
 from ..frontier import calibration, compare_with_data, dataset_examples, real_text_xent
 from ..hooks import HookedModel
 from ..io import atomic_path, write_json, write_provenance
@@ -17,7 +18,7 @@ from ..models import load_model, resolve_device
 from ..neurons import Neuron, NeuronSpec, resolve_neurons
 from ..report.dreaming import dreaming_section, frontier_figure
 from ..report.render import report_path
-from ..scan import load_scan
+from ..scan import fingerprint, load_scan
 
 CHECKPOINT_EVERY = 25  # iterations
 
@@ -48,7 +49,8 @@ def build_scorer(model_dir: str, neuron_text: str, params: dict, device: str, fl
     if params.get("proposal_gradient", "pre_activation") == "pre_activation":
         proposal = UnitTarget(f"mlp_pre.{neuron.layer}", neuron.index, position=position)
         hooked.check_hook(proposal.hook)
-    return Scorer(hooked, target, fluency, params.get("batch_size"), proposal), tok
+    batch_size = params.get("batch_size") or auto_batch_size(hooked, fluency, int(params["n_tokens"]))
+    return Scorer(hooked, target, fluency, batch_size, proposal), tok
 
 
 def _fluency_dir(fluency: list[str]) -> str | None:
@@ -92,12 +94,16 @@ def epo_run(
     scorer, tok = build_scorer(model_dir, neuron, epo_params, device, _fluency_dir(fluency))
     out = Path(out_dir)
     ckpt = out.parent / f".{out.name}.checkpoint.pt"
+    # resume only the same run: same settings, same model and fluency model
+    run_id = {"config": cfg.__dict__, "model": fingerprint(model_dir), "fluency": fluency and fingerprint(fluency[0])}
     history: list[dict] = []
     state = None
     if ckpt.exists():
-        saved = torch.load(ckpt, weights_only=False)
-        if saved["config"] == cfg.__dict__:  # resume only the same run
-            state, history = saved["state"], saved["history"]
+        saved = torch.load(ckpt, weights_only=False, map_location="cpu")  # written on any device
+        if saved.get("run") == run_id:
+            state, history = saved["state"].to(scorer.model.device), saved["history"]
+        else:
+            print(f"ignoring checkpoint {ckpt}: it was made with other settings or another model", file=sys.stderr)
     bar = tqdm(
         total=cfg.iterations,
         initial=state.iteration if state else 0,
@@ -123,7 +129,7 @@ def epo_run(
         bar.update(1 if r["iteration"] else 0)  # iteration 0 is the initial population
         bar.set_postfix(best=f"{max(h['target'] for h in history):.3f}")
         if r["iteration"] % CHECKPOINT_EVERY == 0 and r["iteration"]:
-            torch.save({"config": cfg.__dict__, "state": state, "history": history}, ckpt)
+            torch.save({"run": run_id, "state": state, "history": history}, ckpt)
 
     if state is None:  # the initial population is part of the history (iteration 0)
         state = initial_state(scorer, tok, cfg)

@@ -17,7 +17,7 @@ from ..models import load_model, resolve_device
 from ..neurons import Neuron, NeuronSpec, direct_logit_effect, resolve_neurons, token_activations, token_concentration
 from ..report.dataset_examples import concentration_table, distribution_figure, gallery
 from ..report.pages import dataset_page, index_page, page_name
-from ..scan import Scan, ScanConfig, Windows, load_scan, make_windows, scan_meta
+from ..scan import Scan, ScanConfig, ScanError, Windows, load_scan, make_windows, scan_meta
 from ..scan import scan as run_scan
 from ..tokenizer import load_tokenizer
 
@@ -44,7 +44,10 @@ def scan(
     hooked = HookedModel(lm)
     heldout = load_corpus(corpus_dir)["heldout"]
     docs = tok(list(heldout["text"]), add_special_tokens=False)["input_ids"]
-    windows = make_windows(docs, cfg.context_length, cfg.max_tokens)
+    try:
+        windows = make_windows(docs, cfg.context_length, cfg.max_tokens)
+    except ScanError as err:  # say which corpus: the fix is in its config or its files
+        raise ScanError(f"corpus {config.get('corpus', {}).get('source')!r}, held-out split: {err}") from None
     Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".scan-tables-", dir=Path(out_dir).parent) as tables:
         table_dir = Path(tables)
