@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from lmfeatures.config import load_config, model_entry
-from lmfeatures.epo import EPOConfig, Scorer, UnitTarget, epo, method_config
+from lmfeatures.epo import EPOConfig, Scorer, UnitTarget, auto_batch_size, epo, method_config
 from lmfeatures.hooks import HookedModel
 from lmfeatures.models import family_config, init_model, load_model
 
@@ -47,7 +47,8 @@ def main() -> None:
     model, tok, config, label = default_model()
     params = {**config["epo"], "iterations": ITERATIONS}
     cfg: EPOConfig = method_config("epo", params, seed=0)
-    scorer = Scorer(model, UnitTarget("mlp.1", 0), batch_size=params.get("batch_size"))
+    batch_size = params.get("batch_size") or auto_batch_size(model, None, cfg.n_tokens)
+    scorer = Scorer(model, UnitTarget("mlp.1", 0), batch_size=batch_size)
     history = []
     epo(scorer, tok, EPOConfig(**{**cfg.__dict__, "iterations": 2}))  # warm-up
     t0 = time.perf_counter()

@@ -262,7 +262,10 @@ def test_children_take_tokens_from_the_slot_objectives_top_k():
     for k in (1, 3):
         cfg = EPOConfig(n_tokens=4, population=3, children=12, top_k=k)
         gen = torch.Generator().manual_seed(k)
-        children = _gradient_children(scorer, EPOState(0, ids, t, x), cfg, lambdas, banned, gen).view(3, 12, 4)
+        children, slot, pos = _gradient_children(scorer, EPOState(0, ids, t, x), cfg, lambdas, banned, gen)
+        assert torch.equal(slot, torch.arange(3).repeat_interleave(12))
+        assert all(c[p] == ids[s][p] or (c != ids[s]).sum() == 1 for c, s, p in zip(children, slot, pos))
+        children = children.view(3, 12, 4)
         n_changed = 0
         for j in range(3):
             top = (g_t[j] - lambdas[j] * g_x[j]).masked_fill(banned, -math.inf).topk(k, dim=-1).indices  # [n, k]
@@ -306,3 +309,48 @@ def test_auto_batch_size_scales_with_the_prompt_length():
     model = HookedModel(micro_model("gpt_neox", seed=0, vocab_size=50_000))
     short, long = auto_batch_size(model, None, 4), auto_batch_size(model, None, 64)
     assert 16 <= long <= short <= 1024 and (long < short or short == 1024)
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "gpt2", "llama", "qwen2"])
+def test_children_scored_from_the_parents_cache_equal_full_scores(arch):
+    """Reusing a parent's keys, values and NLL up to the changed position gives score() exactly."""
+    hm = HookedModel(micro_model(arch, seed=1))
+    scorer = Scorer(hm, UnitTarget("mlp.2", 3), batch_size=5)  # several batches per position group
+    g = torch.Generator().manual_seed(0)
+    parents = torch.randint(1, 64, (3, 6), generator=g)
+    parent_of, changed = torch.randint(0, 3, (30,), generator=g), torch.randint(0, 6, (30,), generator=g)
+    kids = parents[parent_of].clone()
+    kids[torch.arange(30), changed] = torch.randint(1, 64, (30,), generator=g)
+    full_t, full_x = scorer.score(kids)
+    t, x = scorer.score_children(parents, kids, parent_of, changed)
+    assert torch.allclose(t, full_t, atol=1e-5) and torch.allclose(x, full_x, atol=1e-5)
+    assert set(changed.tolist()) == set(range(6))  # every position group, including 0 (nothing to reuse)
+
+
+def test_a_population_still_trapped_at_a_restart_is_redrawn_at_random():
+    """With a target that is never positive, every restart draws fresh random prompts, which are
+    scored, recorded as the iteration's last candidates and become the whole population."""
+
+    class NeverPositive(UnitTarget):
+        def __call__(self, acts):
+            return -super().__call__(acts).abs() - 1.0
+
+    hm = HookedModel(micro_model("gpt_neox", seed=4))
+    scorer = Scorer(hm, NeverPositive("mlp.1", 2), batch_size=32)
+    cfg = EPOConfig(n_tokens=4, population=3, children=4, top_k=6, iterations=8, restart_every=4, seed=2)
+    records = []
+    state = epo(scorer, _Tok(hm.vocab_size), cfg, on_iteration=records.append)
+    assert [r["iteration"] for r in records if r["reinitialised"]] == [4, 8]
+    last = records[-1]
+    fresh = last["ids"][-cfg.population :]
+    assert torch.equal(state.ids.cpu(), fresh) and last["kept"][-cfg.population :].tolist() == [1, 1, 1]
+    assert not any(r["reinitialised"] for r in records if r["iteration"] % 4)
+    # a target that is positive somewhere collapses onto its best prompt instead
+    positive = []
+    epo(
+        scorer.__class__(hm, UnitTarget("mlp.1", 2), batch_size=32),
+        _Tok(hm.vocab_size),
+        cfg,
+        on_iteration=positive.append,
+    )
+    assert not any(r["reinitialised"] for r in positive) or max(float(r["target"].max()) for r in positive) <= 0

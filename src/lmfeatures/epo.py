@@ -30,6 +30,7 @@ fresh random prompts. Both share this code path (``EPOConfig.proposal``).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from typing import Protocol
 import psutil
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
 
 from .hooks import HookedModel
 
@@ -133,6 +135,9 @@ def retokenizes(tokenizer, ids: torch.Tensor) -> torch.Tensor:
     return torch.tensor([a == b for a, b in zip(again, ids.tolist())], dtype=torch.bool)
 
 
+REUSE_BUCKETS = 4  # position groups of Scorer.score_children (benchmarks/epo_throughput.py)
+
+
 class Scorer:
     """target(p) and xent(p) of token-id prompts, batched; gradients w.r.t. one-hot inputs.
 
@@ -166,13 +171,61 @@ class Scorer:
     @torch.no_grad()
     def score(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """ids [batch, n] -> (target [batch], xent [batch]), in batches of self.batch_size."""
-        targets, xents = [], []
+        targets, xents = [ids.new_empty(0, dtype=torch.float32)], [ids.new_empty(0, dtype=torch.float32)]
         for b in range(0, len(ids), self.batch_size):
             chunk = {"input_ids": ids[b : b + self.batch_size]}
             acts, logits = self._run([self.target.hook], chunk, chunk)
             targets.append(self.target(acts[self.target.hook]).float())
             xents.append(xent(logits, chunk["input_ids"]))
         return torch.cat(targets), torch.cat(xents)
+
+    @torch.no_grad()
+    def score_children(
+        self, parents: torch.Tensor, children: torch.Tensor, parent_of: torch.Tensor, changed: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """score(children) for children that differ from their parent, parents[parent_of[c]]
+        [m, n], at most at position changed[c], reusing what they share with it.
+
+        The parents run once with a key/value cache, keeping their next-token log-probs. A child
+        changed at position p shares the parent's keys and values at positions 0..p-1, so for any
+        q <= p only positions q..n-1 need to run, on the cache cropped to q; its xent is the
+        parent's NLL of tokens 1..q-1, the parent's log-prob of the child's token q, and the new
+        NLL of tokens q+1..n-1. Children are bucketed by p into REUSE_BUCKETS groups, each run
+        from its smallest p, trading a few recomputed positions for batches large enough to be
+        efficient. Equal to score(children) up to float rounding. With a separate fluency model or
+        a target read at the max over positions, every child is scored in full.
+        """
+        if self.fluency is not None or getattr(self.target, "position", "last") != "last" or not len(children):
+            return self.score(children)
+        m, n = parents.shape
+        hook = self.target.hook
+        cache = DynamicCache()
+        logits = self.model.run([hook], input_ids=parents, return_logits=True, past_key_values=cache)["logits"]
+        logp = torch.log_softmax(logits.float(), dim=-1)  # [m, n, V]
+        nll = -logp[:, :-1].gather(-1, parents[:, 1:, None]).squeeze(-1)  # [m, n - 1]: NLL of tokens 1..n-1
+        prefix_nll = torch.cat([nll.new_zeros(m, 1), nll.cumsum(1)], dim=1)  # [m, n]: sum over tokens 1..j
+        target = torch.empty(len(children), device=children.device)
+        xents = torch.empty(len(children), device=children.device)
+        bucket = changed * REUSE_BUCKETS // n  # [c]
+        for k in bucket.unique().tolist():
+            rows = torch.nonzero(bucket == k).flatten()
+            q = int(changed[rows].min())  # run from here: every child of the bucket changed at or after q
+            for b in range(0, len(rows), self.batch_size):
+                r = rows[b : b + self.batch_size]
+                if q == 0:  # nothing to reuse
+                    target[r], xents[r] = self.score(children[r])
+                    continue
+                kids, par = children[r], parent_of[r]
+                past = copy.deepcopy(cache)
+                past.crop(q - n)  # keep positions 0..q-1 (a negative count removes, in every transformers)
+                past.batch_select_indices(par)
+                out = self.model.run([hook], input_ids=kids[:, q:], return_logits=True, past_key_values=past)
+                lg = out["logits"][:, :-1].float()  # predicts tokens q+1..n-1
+                suffix = (torch.logsumexp(lg, dim=-1) - lg.gather(-1, kids[:, q + 1 :, None]).squeeze(-1)).sum(1)
+                at_q = -logp[par, q - 1].gather(1, kids[:, q : q + 1]).squeeze(1)
+                xents[r] = (prefix_nll[par, q - 1] + at_q + suffix) / (n - 1)
+                target[r] = self.target(out[hook]).float()
+        return target, xents
 
     def gradients(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """For distinct prompts ids [u, n]: (target [u], xent [u], d proposal / d onehot [u, n, V],
@@ -271,23 +324,26 @@ def epo(
     while state.iteration < cfg.iterations:
         t0 = time.perf_counter()
         if cfg.proposal == "gradient":
-            children = _gradient_children(scorer, state, cfg, lambdas, banned, gen)
+            children, parent_of, changed = _gradient_children(scorer, state, cfg, lambdas, banned, gen)
         else:
-            children = _random_valid_prompts(tokenizer, allowed, cfg.population * cfg.children, cfg.n_tokens, gen).to(
-                device
-            )
+            count = cfg.population * cfg.children
+            children = _random_valid_prompts(tokenizer, allowed, count, cfg.n_tokens, gen).to(device)
         # dedupe against each other and everything scored before; keep only real strings
-        fresh, keys = [], []
-        for row in children.tolist():
+        fresh, keys = [], set()
+        for i, row in enumerate(children.tolist()):
             key = tuple(row)
             if key not in state.seen and key not in keys:
-                keys.append(key)
-                fresh.append(row)
-        cand = torch.tensor(fresh, dtype=torch.int64, device=device).view(-1, cfg.n_tokens)
-        if len(cand):
-            cand = cand[retokenizes(tokenizer, cand.cpu()).to(device)]
+                keys.add(key)
+                fresh.append(i)
+        fresh = torch.tensor(fresh, dtype=torch.int64, device=device)
+        if len(fresh):
+            fresh = fresh[retokenizes(tokenizer, children[fresh].cpu()).to(device)]
+        cand = children[fresh]
         state.seen.update(tuple(r) for r in cand.tolist())
-        ct, cx = scorer.score(cand) if len(cand) else (state.target[:0], state.xent[:0])
+        if cfg.proposal == "gradient":  # children share a prefix with their parent: reuse it
+            ct, cx = scorer.score_children(state.ids, cand, parent_of[fresh], changed[fresh])
+        else:
+            ct, cx = scorer.score(cand)
         pool_ids = torch.cat([state.ids, cand])
         pool_t, pool_x = torch.cat([state.target, ct]), torch.cat([state.xent, cx])
         objective = pool_t[None, :] - lambdas[:, None] * pool_x[None, :]  # [M, pool]
@@ -354,7 +410,8 @@ def _random_valid_prompts(
 def _gradient_children(
     scorer: Scorer, state: EPOState, cfg: EPOConfig, lambdas: torch.Tensor, banned: torch.Tensor, gen: torch.Generator
 ) -> torch.Tensor:
-    """[M * r, n] children: one random position per child, token uniform from that slot's top-k."""
+    """Children [M * r, n], one random position per child, its token uniform from that slot's
+    top-k; with each child's slot [M * r] (its parent is state.ids[slot]) and that position [M * r]."""
     distinct, member_of_slot = torch.unique(state.ids, dim=0, return_inverse=True)
     _, _, g_t, g_x = scorer.gradients(distinct)  # [u, n, V] each: one gradient pass per distinct prompt
     grad = g_t[member_of_slot] - lambdas[:, None, None] * g_x[member_of_slot]  # [M, n, V] slot objective
@@ -368,7 +425,7 @@ def _gradient_children(
     new_tok = top[slot, pos, choice]  # [M, r]
     children = state.ids[:, None, :].repeat(1, r, 1)  # [M, r, n]
     children.scatter_(2, pos[..., None], new_tok[..., None])
-    return children.view(m * r, n)
+    return children.view(m * r, n), slot.reshape(-1), pos.reshape(-1)
 
 
 def _select(objective: torch.Tensor, with_replacement: bool, gen: torch.Generator) -> torch.Tensor:

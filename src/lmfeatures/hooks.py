@@ -205,6 +205,7 @@ class HookedModel:
         inputs_embeds: Tensor | None = None,
         attention_mask: Tensor | None = None,
         return_logits: bool = False,
+        past_key_values=None,
     ) -> dict[str, Tensor]:
         """Forward pass that returns the requested activations.
 
@@ -212,6 +213,10 @@ class HookedModel:
         Returns {hook: [batch, pos, dim]} for exactly the requested hooks, plus
         "logits" [batch, pos, vocab] if return_logits. Without logits the pass stops
         right after the deepest requested hook, so later blocks never run.
+
+        With `past_key_values` (a transformers Cache, e.g. DynamicCache), the inputs continue
+        the cached prefix: positions, activations and logits are those of the continuation,
+        and the cache is extended with it (stopping early leaves the later layers' unextended).
 
         Nothing is detached and no_grad is not applied: callers that only read
         activations should wrap the call in torch.no_grad(); callers that need
@@ -278,7 +283,8 @@ class HookedModel:
                     input_ids=input_ids,
                     inputs_embeds=inputs_embeds,
                     attention_mask=attention_mask,
-                    use_cache=False,
+                    past_key_values=past_key_values,
+                    use_cache=past_key_values is not None,
                 )
                 if return_logits:
                     acts["logits"] = out.logits
