@@ -144,11 +144,15 @@ def dreaming_section(
             ("xent < 6", "xent<6"),
             ("unconstrained", "xent<inf"),
         )
+        best_prompts: list[tuple[list[str], dict]] = []  # a prompt best at several thresholds gets one row
         for name, key in fluency:
             if b.get(key):
-                prompts.append(
-                    f"| {k} | {name} | {md_code(b[key]['text'])} | {b[key]['target']:.2f} | {b[key]['xent']:.2f} |"
-                )
+                if best_prompts and best_prompts[-1][1]["text"] == b[key]["text"]:
+                    best_prompts[-1][0].append(name)
+                else:
+                    best_prompts.append(([name], b[key]))
+        for names, p in best_prompts:
+            prompts.append(f"| {k} | {', '.join(names)} | {md_code(p['text'])} | {p['target']:.2f} | {p['xent']:.2f} |")
         in_dist = b.get("xent<p90")
         fluent = (
             f"the fluency of real text (cross-entropy below {real['p90']:.2f}, the 90th percentile of held-out "

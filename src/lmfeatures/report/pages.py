@@ -199,7 +199,7 @@ def dataset_page(
     )
     hist = histogram_svg(scan.tensor(h, "hist")[u], float(scan.tensor(h, "bin_width")[u]))
     page.add("Summary", f'<table class="stats">{stats}</table>\n{scanned}\n{hist}')
-    page.add("Direct logit effect (W_out · W_U)", logit_html)
+    page.add("Direct logit effect (W_out · W_U, the final norm's scale folded in)", logit_html)
     docs = {int(scan.windows.doc[w]) for w in top_window.tolist() if w >= 0}
     cap = scan.meta["scan_config"].get("max_per_document")
     per_doc = f"at most {cap} per document" if cap else "any number per document"
