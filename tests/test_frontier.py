@@ -54,6 +54,9 @@ def test_compare_with_data_by_hand():
     assert epo["best"]["xent<inf"]["target"] == 5.0 and epo["best_xent<6_per_seed"] == [3.0, 2.0]
     assert epo["ratio_to_dataset_max"]["xent<6"] == 3.0 / 2.5 and s["dataset_cut_max"] == 2.5
     assert s["methods"]["gcg"]["best"]["xent<4"] is None and best_below(data, 3.0)["text"] == "y"
+    assert s["dataset_top"] == {"text": "x", "target": 2.5, "xent": 4.5}
+    one_token = pd.DataFrame({"text": ["x", "y"], "target": [2.5, 1.0], "xent": [float("nan"), 2.0], "scan_max": 2.5})
+    assert compare_with_data(runs, one_token, "L0N0", {"median": 2.0, "p90": 5.2})["dataset_top"]["xent"] is None
     assert epo["best"]["xent<median"]["text"] == "c" and epo["best"]["xent<p90"]["text"] == "b"
     assert epo["best_xent<p90_per_seed"] == [3.0, 2.0] and s["methods"]["gcg"]["best"]["xent<p90"] is None
 

@@ -53,10 +53,12 @@ def calibration(xents: torch.Tensor) -> dict:
 def best_below(df: pd.DataFrame, threshold: float) -> dict | None:
     """The highest-target row with xent < threshold, as a dict (None when there is none)."""
     ok = df[df["xent"] < threshold]
-    if ok.empty:
-        return None
-    r = ok.loc[ok["target"].idxmax()]
-    return {"text": r["text"], "target": float(r["target"]), "xent": float(r["xent"])}
+    return None if ok.empty else _row(ok.loc[ok["target"].idxmax()])
+
+
+def _row(r: pd.Series) -> dict:
+    xent = float(r["xent"])
+    return {"text": r["text"], "target": float(r["target"]), "xent": None if math.isnan(xent) else xent}
 
 
 def dataset_examples(scan: Scan, neuron: Neuron, scorer: Scorer, tokenizer, n_tokens: int) -> pd.DataFrame:
@@ -94,7 +96,7 @@ def compare_with_data(runs: pd.DataFrame, data: pd.DataFrame, neuron: str, calib
         "neuron": neuron,
         "dataset_max": scan_max,
         "dataset_cut_max": float(data["target"].max()),
-        "dataset_top": best_below(data, math.inf),
+        "dataset_top": _row(data.loc[data["target"].idxmax()]),  # a 1-token cut has no xent: None
         "real_text_xent": calibrated,
         "methods": {},
     }

@@ -12,6 +12,11 @@ from ..io import atomic_path
 from .plotting import md_code, plt, save_figure, set_theme
 
 
+def _xent(row: dict) -> str:
+    """A prompt's xent for the text; a 1-token dataset cut (its max at a window's first token) has none."""
+    return "— (one token)" if row["xent"] is None else f"{row['xent']:.2f}"
+
+
 def _front(df: pd.DataFrame) -> pd.DataFrame:
     idx = pareto_front(torch.tensor(df["target"].values), torch.tensor(df["xent"].values)).tolist()
     return df.iloc[idx]
@@ -136,7 +141,7 @@ def dreaming_section(
         )
         top = s["dataset_top"]
         prompts.append(
-            f"| {k} | best dataset example (cut) | {md_code(top['text'])} | {top['target']:.2f} | {top['xent']:.2f} |"
+            f"| {k} | best dataset example (cut) | {md_code(top['text'])} | {top['target']:.2f} | {_xent(top)} |"
         )
         fluency = (
             (f"below real text's median ({real['median']:.2f})", "xent<median"),
@@ -185,7 +190,7 @@ def dreaming_section(
             )
         paragraphs.append(
             f"**{k}.** EPO {verdict}.{extra} The best of the neuron's top dataset examples, cut to "
-            f"the same length, scores {top['target']:.2f} at xent {top['xent']:.2f}."
+            f"the same length, scores {top['target']:.2f} at xent {_xent(top)}."
         )
     section = [
         f"![Activation against prompt cross-entropy for each neuron. Orange: EPO candidates, per-seed frontiers "
