@@ -85,3 +85,14 @@ def test_stage_neuron_overrides_merge_over_the_shared_selection():
 def test_epo_settings_are_checked_at_validation():
     with pytest.raises(ConfigError, match="config key 'epo': epo lambda range"):
         _check(lambda c: c["epo"].update(lambda_min=5.0, lambda_max=1.0))
+
+
+def test_a_missing_local_model_is_left_to_the_model_check():
+    """Validation does not trip over a local path that does not exist; check_hub_source names it."""
+    from lmfeatures.models import ModelUnavailable, check_hub_source
+
+    cfg = copy.deepcopy(BASE)
+    cfg["models"].append({"name": "mine", "source": "/nonexistent/my-llama"})
+    validate_config(cfg)
+    with pytest.raises(ModelUnavailable, match="has no config.json"):
+        check_hub_source("mine", "/nonexistent/my-llama")

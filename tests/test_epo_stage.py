@@ -46,13 +46,13 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, small_tokenizer, mon
     model_b = _save(tmp_path / "b", small_tokenizer, seed=1)
     _run(model_a, tmp_path / "full-a")
     _run(model_b, tmp_path / "full-b")
-    real_save = torch.save
+    real_save = stage.save_checkpoint
 
     def save_then_die(obj, path):  # the scheduler kills the job right after its first checkpoint
         real_save(obj, path)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(torch, "save", save_then_die)
+    monkeypatch.setattr(stage, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         _run(model_a, tmp_path / "killed")
     monkeypatch.undo()
@@ -63,7 +63,7 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, small_tokenizer, mon
     (fa, ha), (fk, hk) = _result(tmp_path / "full-a"), _result(tmp_path / "killed")
     assert fa == fk and ha.equals(hk) and not checkpoint.exists()
     # a checkpoint of model a is not resumed for model b
-    monkeypatch.setattr(torch, "save", save_then_die)
+    monkeypatch.setattr(stage, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         _run(model_a, tmp_path / "other")
     monkeypatch.undo()
@@ -71,6 +71,10 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, small_tokenizer, mon
     assert "ignoring checkpoint" in capsys.readouterr().err
     (fb, hb), (fo, ho) = _result(tmp_path / "full-b"), _result(tmp_path / "other")
     assert fb == fo and hb.equals(ho)
+    # a checkpoint cut short (a job killed while writing one elsewhere) is ignored, not fatal
+    (tmp_path / ".torn.checkpoint.pt").write_bytes(b"PK\x03\x04 not a whole file")
+    _run(model_b, tmp_path / "torn")
+    assert "cannot be read" in capsys.readouterr().err and _result(tmp_path / "torn")[0] == fb
 
 
 def test_a_separate_fluency_model_scores_xent():

@@ -216,3 +216,19 @@ def test_top_k_per_document_cap_equals_brute_force(cap):
     n_docs = len(set(windows.doc.tolist()))
     if n_docs * cap < 6:  # fewer allowed windows than k: the rest of the top-k stays empty
         assert (result["mlp.1.top_window"][n_docs * cap :] == -1).all()
+
+
+def test_context_only_positions_never_count_even_when_not_finite():
+    from lmfeatures.scan import _Accumulator
+
+    acts = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
+    valid = torch.ones(2, 5, dtype=torch.bool)
+    valid[1, :2] = False  # the overlap of a document's last window
+    acc, clean = _Accumulator(3, 2, 0.5, torch.device("cpu")), _Accumulator(3, 2, 0.5, torch.device("cpu"))
+    poisoned = acts.clone()
+    poisoned[1, 0, 1], poisoned[1, 1, 2] = math.nan, math.inf
+    ids, docs = torch.tensor([0, 1]), torch.tensor([0, 0])
+    assert torch.equal(acc.update(poisoned, valid, ids, docs), clean.update(acts, valid, ids, docs))
+    for k, v in acc.stats().items():
+        assert torch.equal(v, clean.stats()[k]), k
+    assert torch.equal(acc.hist, clean.hist)

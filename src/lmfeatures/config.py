@@ -107,6 +107,8 @@ def model_shape(config: dict, entry: dict) -> dict | None:
         return {"n_layers": entry["n_layers"], "d_mlp": entry["d_mlp"], "vocab_size": config["tokenizer"]["vocab_size"]}
     path = Path(entry["source"]).expanduser()
     if not (path / "config.json").is_file():
+        if path.exists() or entry["source"].startswith(("/", ".", "~")):
+            return None  # a local path without a model: check_hub_source says so
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(entry["source"], "config.json")
@@ -173,6 +175,12 @@ def check_ranges(config: dict) -> None:
         if not torch.cuda.is_available():
             raise ConfigError(
                 f"config key 'device': {config['device']!r}, but CUDA is not available here; use auto or cpu"
+            )
+        index = int(config["device"].partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"config key 'device': {config['device']!r}, but this machine has {torch.cuda.device_count()} "
+                f"CUDA devices (cuda:0-{torch.cuda.device_count() - 1})"
             )
 
 

@@ -195,7 +195,8 @@ class Scorer:
         efficient. Equal to score(children) up to float rounding. With a separate fluency model or
         a target read at the max over positions, every child is scored in full.
         """
-        if self.fluency is not None or getattr(self.target, "position", "last") != "last" or not len(children):
+        last_position = isinstance(self.target, UnitTarget) and self.target.position == "last"
+        if self.fluency is not None or not last_position or not len(children):
             return self.score(children)
         m, n = parents.shape
         hook = self.target.hook

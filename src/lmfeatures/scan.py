@@ -212,6 +212,7 @@ class _Accumulator:
         """acts [batch, pos, units] float32; valid [batch, pos] bool; window_ids, doc_ids [batch] int64.
         Returns the window maxima [batch, units] for the on-disk table."""
         half = HIST_BINS // 2
+        acts = acts.masked_fill(~valid[..., None], 0.0)  # context-only positions count nowhere, NaN or not
         if self.bin_width is None:  # first batch: range and shift from the data itself
             x = acts[valid]
             lo, hi = x.aminmax(dim=0)

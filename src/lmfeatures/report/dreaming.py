@@ -149,14 +149,11 @@ def dreaming_section(
             ("xent < 6", "xent<6"),
             ("unconstrained", "xent<inf"),
         )
-        best_prompts: list[tuple[list[str], dict]] = []  # a prompt best at several thresholds gets one row
+        best_prompts: dict[str, tuple[list[str], dict]] = {}  # a prompt best at several thresholds: one row
         for name, key in fluency:
             if b.get(key):
-                if best_prompts and best_prompts[-1][1]["text"] == b[key]["text"]:
-                    best_prompts[-1][0].append(name)
-                else:
-                    best_prompts.append(([name], b[key]))
-        for names, p in best_prompts:
+                best_prompts.setdefault(b[key]["text"], ([], b[key]))[0].append(name)
+        for names, p in best_prompts.values():
             prompts.append(f"| {k} | {', '.join(names)} | {md_code(p['text'])} | {p['target']:.2f} | {p['xent']:.2f} |")
         in_dist = b.get("xent<p90")
         fluent = (
@@ -184,10 +181,7 @@ def dreaming_section(
             extra = f" Without the fluency constraint it reached {unc['target']:.2f} (xent {unc['xent']:.2f})."
         trapped = [v for v in e.get("best_any_per_seed", []) if v <= 0]
         if trapped:
-            extra += (
-                f" {len(trapped)} of {len(e['best_any_per_seed'])} seeds never found a positive activation, "
-                "even after their populations were re-drawn at random."
-            )
+            extra += f" {len(trapped)} of {len(e['best_any_per_seed'])} seeds never found a positive activation."
         paragraphs.append(
             f"**{k}.** EPO {verdict}.{extra} The best of the neuron's top dataset examples, cut to "
             f"the same length, scores {top['target']:.2f} at xent {_xent(top)}."

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from ..epo import EPOError, Scorer, UnitTarget, auto_batch_size, epo, initial_state, method_config, pareto_front
 from ..frontier import calibration, compare_with_data, dataset_examples, real_text_xent
 from ..hooks import HookedModel
-from ..io import atomic_path, write_json, write_provenance
+from ..io import atomic_path, code_version, write_json, write_provenance
 from ..models import load_model, resolve_device
 from ..neurons import Neuron, NeuronSpec, resolve_neurons
 from ..report.dreaming import dreaming_section, frontier_figure
@@ -21,6 +21,12 @@ from ..report.render import report_path
 from ..scan import fingerprint, load_scan
 
 CHECKPOINT_EVERY = 25  # iterations
+
+
+def save_checkpoint(checkpoint: dict, path: Path) -> None:
+    """Written under a temporary name and renamed, so a job killed mid-save leaves the last good one."""
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
 
 
 def build_scorer(model_dir: str, neuron_text: str, params: dict, device: str, fluency_dir: str | None = None):
@@ -43,6 +49,11 @@ def build_scorer(model_dir: str, neuron_text: str, params: dict, device: str, fl
                 "EPO needs the same token ids in both"
             )
         fluency = HookedModel(f_model)
+        if fluency.vocab_size != hooked.vocab_size:  # the one-hot feeds both embeddings
+            raise EPOError(
+                f"the fluency model at {fluency_dir} has {fluency.vocab_size} embedding rows, {model_dir} has "
+                f"{hooked.vocab_size}; EPO needs the same token ids and embedding sizes in both"
+            )
     position = params.get("position", "last")
     target = UnitTarget(neuron.hook, neuron.index, position=position)
     proposal = None
@@ -94,16 +105,26 @@ def epo_run(
     scorer, tok = build_scorer(model_dir, neuron, epo_params, device, _fluency_dir(fluency))
     out = Path(out_dir)
     ckpt = out.parent / f".{out.name}.checkpoint.pt"
-    # resume only the same run: same settings, same model and fluency model
-    run_id = {"config": cfg.__dict__, "model": fingerprint(model_dir), "fluency": fluency and fingerprint(fluency[0])}
+    # resume only the same run: same settings, same code, same model and fluency model
+    run_id = {
+        "config": cfg.__dict__,
+        "params": epo_params,
+        "code": code_version(__name__),
+        "model": fingerprint(model_dir),
+        "fluency": fluency and fingerprint(fluency[0]),
+    }
     history: list[dict] = []
     state = None
     if ckpt.exists():
-        saved = torch.load(ckpt, weights_only=False, map_location="cpu")  # written on any device
+        try:
+            saved = torch.load(ckpt, weights_only=False, map_location="cpu")  # written on any device
+        except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is only a lost head start
+            saved = {}
+            print(f"ignoring checkpoint {ckpt}: it cannot be read ({type(err).__name__})", file=sys.stderr)
         if saved.get("run") == run_id:
             state, history = saved["state"].to(scorer.model.device), saved["history"]
-        else:
-            print(f"ignoring checkpoint {ckpt}: it was made with other settings or another model", file=sys.stderr)
+        elif saved:
+            print(f"ignoring checkpoint {ckpt}: it was made with other settings, code or model", file=sys.stderr)
     bar = tqdm(
         total=cfg.iterations,
         initial=state.iteration if state else 0,
@@ -129,7 +150,7 @@ def epo_run(
         bar.update(1 if r["iteration"] else 0)  # iteration 0 is the initial population
         bar.set_postfix(best=f"{max(h['target'] for h in history):.3f}")
         if r["iteration"] % CHECKPOINT_EVERY == 0 and r["iteration"]:
-            torch.save({"run": run_id, "state": state, "history": history}, ckpt)
+            save_checkpoint({"run": run_id, "state": state, "history": history}, ckpt)
 
     if state is None:  # the initial population is part of the history (iteration 0)
         state = initial_state(scorer, tok, cfg)
