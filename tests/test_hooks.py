@@ -78,17 +78,22 @@ def test_dimensions(hooked, arch):
     assert hooked.dtype == torch.float32
 
 
-def test_mlp_matches_weights_by_hand(hooked, arch, ids):
+def run_capturing_mlp_inputs(hooked: HookedModel, names: list[str], ids: torch.Tensor):
+    """(hooked.run(names) with logits, {layer: the MLP's input [batch, pos, d_model]}) via plain torch hooks."""
     mlp_inputs = {}
     handles = [
         block.mlp.register_forward_pre_hook(lambda mod, args, layer=layer: mlp_inputs.__setitem__(layer, args[0]))
         for layer, block in enumerate(blocks(hooked))
     ]
     try:
-        acts = hooked.run([f"mlp.{layer}" for layer in range(N_LAYERS)], input_ids=ids, return_logits=True)
+        return hooked.run(names, input_ids=ids, return_logits=True), mlp_inputs
     finally:
         for handle in handles:
             handle.remove()
+
+
+def test_mlp_matches_weights_by_hand(hooked, arch, ids):
+    acts, mlp_inputs = run_capturing_mlp_inputs(hooked, [f"mlp.{layer}" for layer in range(N_LAYERS)], ids)
     for layer, block in enumerate(blocks(hooked)):
         expected = neurons_by_hand(arch, block.mlp, mlp_inputs[layer], hooked.model.config)
         assert acts[f"mlp.{layer}"].shape == (2, 6, hooked.d_mlp)
@@ -105,17 +110,8 @@ def pre_activations_by_hand(arch: str, mlp: torch.nn.Module, x: torch.Tensor) ->
 
 
 def test_mlp_pre_matches_weights_by_hand(hooked, arch, ids):
-    mlp_inputs = {}
-    handles = [
-        block.mlp.register_forward_pre_hook(lambda mod, args, layer=layer: mlp_inputs.__setitem__(layer, args[0]))
-        for layer, block in enumerate(blocks(hooked))
-    ]
-    try:
-        names = [f"mlp_pre.{layer}" for layer in range(N_LAYERS)] + ["mlp.1"]
-        acts = hooked.run(names, input_ids=ids, return_logits=True)
-    finally:
-        for handle in handles:
-            handle.remove()
+    names = [f"mlp_pre.{layer}" for layer in range(N_LAYERS)] + ["mlp.1"]
+    acts, mlp_inputs = run_capturing_mlp_inputs(hooked, names, ids)
     for layer, block in enumerate(blocks(hooked)):
         expected = pre_activations_by_hand(arch, block.mlp, mlp_inputs[layer])
         assert acts[f"mlp_pre.{layer}"].shape == (2, 6, hooked.d_mlp)
