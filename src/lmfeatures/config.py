@@ -125,13 +125,13 @@ def model_shape(config: dict, entry: dict) -> dict | None:
     return {"n_layers": text.num_hidden_layers, "d_mlp": d_mlp, "vocab_size": text.vocab_size}
 
 
-def _check_neurons(config: dict, stage: str | None, models: list[str]) -> None:
-    """Every explicit neuron and listed layer of a stage's selection exists in every model it is used on."""
+def _check_neurons(config: dict, stage: str | None, shapes: dict[str, dict | None]) -> None:
+    """Every explicit neuron and listed layer of a stage's selection exists in every model it is
+    used on: `shapes` maps those models' names to model_shape()."""
     spec = neuron_spec(config, stage)
     overrides = config[stage].get("neurons", {}) if stage else {}
     origin = {f: f"{stage}.neurons.{f}" if f in overrides else f"neurons.{f}" for f in ("explicit", "layers")}
-    for name in models:
-        shape = model_shape(config, model_entry(config, name))
+    for name, shape in shapes.items():
         if shape is None:
             continue
         n_layers, d_mlp = shape["n_layers"], shape["d_mlp"]
@@ -158,12 +158,13 @@ def _check_neurons(config: dict, stage: str | None, models: list[str]) -> None:
 def check_ranges(config: dict) -> None:
     """Values the config already determines, checked before any job runs: neurons and layers
     against each model's shape, epo.top_k against the vocabulary, a CUDA device that exists."""
-    _check_neurons(config, None, [m["name"] for m in config["models"]])
+    shapes = {m["name"]: model_shape(config, m) for m in config["models"]}  # each config.json read once
+    _check_neurons(config, None, shapes)
     epo = config.get("epo", {})
     if epo.get("models"):
-        _check_neurons(config, "epo", epo["models"])
+        _check_neurons(config, "epo", {name: shapes[name] for name in epo["models"]})
         for name in epo["models"]:
-            shape = model_shape(config, model_entry(config, name))
+            shape = shapes[name]
             if shape is not None and epo["top_k"] >= shape["vocab_size"]:
                 raise ConfigError(
                     f"config key 'epo.top_k': {epo['top_k']} is not below the vocabulary of model {name} "

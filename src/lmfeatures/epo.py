@@ -310,7 +310,9 @@ def epo(
 
     `state` is updated in place after every iteration, so `on_iteration` may checkpoint it. It
     receives, per iteration, the scored candidates: ids [c, n], target [c], xent [c], kept [c]
-    (number of slots that kept the candidate), restart (lambda or None) and seconds.
+    (number of slots that kept the candidate), restart (lambda or None), reinitialised (a restart
+    found the population still at target <= 0 and drew fresh random prompts, which are the last
+    candidates) and seconds.
     """
     device = scorer.model.device
     allowed = allowed_tokens(tokenizer, scorer.model.vocab_size, cfg.top_k)
@@ -357,12 +359,12 @@ def epo(
                 pick = torch.full_like(pick, int(torch.argmax(pool_t - restart * pool_x)))
             else:  # still trapped: collapsing onto the best prompt cannot leave the trap, so start afresh
                 reinitialised = True
-                fresh = _random_valid_prompts(tokenizer, allowed, cfg.population, cfg.n_tokens, gen).to(device)
-                ft, fx = scorer.score(fresh)
-                state.seen.update(tuple(r) for r in fresh.tolist())
-                pick = torch.arange(len(pool_ids), len(pool_ids) + len(fresh), device=device)
-                cand, ct, cx = torch.cat([cand, fresh]), torch.cat([ct, ft]), torch.cat([cx, fx])
-                pool_ids = torch.cat([pool_ids, fresh])
+                redrawn = _random_valid_prompts(tokenizer, allowed, cfg.population, cfg.n_tokens, gen).to(device)
+                ft, fx = scorer.score(redrawn)
+                state.seen.update(tuple(r) for r in redrawn.tolist())
+                pick = torch.arange(len(pool_ids), len(pool_ids) + len(redrawn), device=device)
+                cand, ct, cx = torch.cat([cand, redrawn]), torch.cat([ct, ft]), torch.cat([cx, fx])
+                pool_ids = torch.cat([pool_ids, redrawn])
                 pool_t, pool_x = torch.cat([pool_t, ft]), torch.cat([pool_x, fx])
         kept = torch.bincount(pick, minlength=len(pool_ids))
         state.ids, state.target, state.xent = pool_ids[pick], pool_t[pick], pool_x[pick]

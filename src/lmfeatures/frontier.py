@@ -57,8 +57,8 @@ def best_below(df: pd.DataFrame, threshold: float) -> dict | None:
 
 
 def _row(r: pd.Series) -> dict:
-    xent = float(r["xent"])
-    return {"text": r["text"], "target": float(r["target"]), "xent": None if math.isnan(xent) else xent}
+    x = float(r["xent"])
+    return {"text": r["text"], "target": float(r["target"]), "xent": None if math.isnan(x) else x}
 
 
 def dataset_examples(scan: Scan, neuron: Neuron, scorer: Scorer, tokenizer, n_tokens: int) -> pd.DataFrame:
@@ -71,16 +71,16 @@ def dataset_examples(scan: Scan, neuron: Neuron, scorer: Scorer, tokenizer, n_to
         w, p = int(scan.tensor(h, "top_window")[k, index]), int(scan.tensor(h, "top_pos")[k, index])
         if w >= 0:
             cuts.append(scan.windows.ids[w, max(0, p - n_tokens + 1) : p + 1])
-    target, xent = torch.empty(len(cuts)), torch.empty(len(cuts))
+    targets, xents = torch.empty(len(cuts)), torch.empty(len(cuts))
     for length in sorted({len(c) for c in cuts}):  # one batch per cut length
         rows = [i for i, c in enumerate(cuts) if len(c) == length]
         t, x = scorer.score(torch.stack([cuts[i] for i in rows]).to(scorer.model.device))
-        target[rows], xent[rows] = t.cpu(), x.cpu()
+        targets[rows], xents[rows] = t.cpu(), x.cpu()
     return pd.DataFrame(
         {
             "text": tokenizer.batch_decode([c.tolist() for c in cuts]),
-            "target": target.tolist(),
-            "xent": xent.tolist(),
+            "target": targets.tolist(),
+            "xent": xents.tolist(),
             "scan_max": float(scan.tensor(h, "top_values")[0, index]),
         }
     )
