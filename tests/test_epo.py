@@ -313,18 +313,21 @@ def test_auto_batch_size_scales_with_the_prompt_length():
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "gpt2", "llama", "qwen2"])
 def test_children_scored_from_the_parents_cache_equal_full_scores(arch):
-    """Reusing a parent's keys, values and NLL up to the changed position gives score() exactly."""
+    """Reusing a parent's keys, values and NLL up to the changed position gives score() exactly,
+    with slots that share a parent, and when every child changed at the same position."""
     hm = HookedModel(micro_model(arch, seed=1))
     scorer = Scorer(hm, UnitTarget("mlp.2", 3), batch_size=5)  # several batches per position group
     g = torch.Generator().manual_seed(0)
     parents = torch.randint(1, 64, (3, 6), generator=g)
-    parent_of, changed = torch.randint(0, 3, (30,), generator=g), torch.randint(0, 6, (30,), generator=g)
-    kids = parents[parent_of].clone()
-    kids[torch.arange(30), changed] = torch.randint(1, 64, (30,), generator=g)
-    full_t, full_x = scorer.score(kids)
-    t, x = scorer.score_children(parents, kids, parent_of, changed)
-    assert torch.allclose(t, full_t, atol=1e-5) and torch.allclose(x, full_x, atol=1e-5)
-    assert set(changed.tolist()) == set(range(6))  # every position group, including 0 (nothing to reuse)
+    parents = torch.cat([parents, parents[:1]])  # slots 0 and 3 hold the same prompt
+    parent_of, spread = torch.randint(0, 4, (30,), generator=g), torch.randint(0, 6, (30,), generator=g)
+    assert set(parent_of.tolist()) == set(range(4)) and set(spread.tolist()) == set(range(6))
+    for changed in (spread, torch.full((30,), 4)):
+        kids = parents[parent_of].clone()
+        kids[torch.arange(30), changed] = torch.randint(1, 64, (30,), generator=g)
+        full_t, full_x = scorer.score(kids)
+        t, x = scorer.score_children(parents, kids, parent_of, changed)
+        assert torch.allclose(t, full_t, atol=1e-5) and torch.allclose(x, full_x, atol=1e-5)
 
 
 def test_a_population_still_trapped_at_a_restart_is_redrawn_at_random():

@@ -135,7 +135,7 @@ def retokenizes(tokenizer, ids: torch.Tensor) -> torch.Tensor:
     return torch.tensor([a == b for a, b in zip(again, ids.tolist())], dtype=torch.bool)
 
 
-REUSE_BUCKETS = 4  # position groups of Scorer.score_children (benchmarks/epo_throughput.py)
+REUSE_BUCKETS = 2  # position groups of Scorer.score_children (benchmarks/epo_throughput.py)
 
 
 class Scorer:
@@ -186,31 +186,36 @@ class Scorer:
         """score(children) for children that differ from their parent, parents[parent_of[c]]
         [m, n], at most at position changed[c], reusing what they share with it.
 
-        The parents run once with a key/value cache, keeping their next-token log-probs. A child
+        Each distinct parent runs once with a key/value cache, keeping its next-token log-probs. A child
         changed at position p shares the parent's keys and values at positions 0..p-1, so for any
         q <= p only positions q..n-1 need to run, on the cache cropped to q; its xent is the
         parent's NLL of tokens 1..q-1, the parent's log-prob of the child's token q, and the new
         NLL of tokens q+1..n-1. Children are bucketed by p into REUSE_BUCKETS groups, each run
-        from its smallest p, trading a few recomputed positions for batches large enough to be
-        efficient. Equal to score(children) up to float rounding. With a separate fluency model or
+        from its smallest p: on small models a forward call's fixed cost outweighs the positions
+        saved by finer groups. Equal to score(children) up to float rounding. With a separate fluency model or
         a target read at the max over positions, every child is scored in full.
         """
         last_position = isinstance(self.target, UnitTarget) and self.target.position == "last"
         if self.fluency is not None or not last_position or not len(children):
             return self.score(children)
-        m, n = parents.shape
+        n = parents.shape[1]
         hook = self.target.hook
+        bucket = changed * REUSE_BUCKETS // n  # [c]
+        start = {k: int(changed[bucket == k].min()) for k in bucket.unique().tolist()}  # every child of bucket k
+        # changed at or after start[k]: run it from there. Each distinct parent runs once, up to the last
+        # position any child reuses.
+        parents, distinct_of = torch.unique(parents, dim=0, return_inverse=True)
+        parent_of = distinct_of[parent_of]
+        reused = max(max(start.values()), 1)
         cache = DynamicCache()
-        logits = self.model.run([hook], input_ids=parents, return_logits=True, past_key_values=cache)["logits"]
-        logp = torch.log_softmax(logits.float(), dim=-1)  # [m, n, V]
-        nll = -logp[:, :-1].gather(-1, parents[:, 1:, None]).squeeze(-1)  # [m, n - 1]: NLL of tokens 1..n-1
-        prefix_nll = torch.cat([nll.new_zeros(m, 1), nll.cumsum(1)], dim=1)  # [m, n]: sum over tokens 1..j
+        logits = self.model.run([], input_ids=parents[:, :reused], return_logits=True, past_key_values=cache)["logits"]
+        logp = torch.log_softmax(logits.float(), dim=-1)  # [u, reused, V]
+        nll = -logp[:, :-1].gather(-1, parents[:, 1:reused, None]).squeeze(-1)  # [u, reused - 1]: tokens 1..reused-1
+        prefix_nll = torch.cat([nll.new_zeros(len(parents), 1), nll.cumsum(1)], dim=1)  # [u, reused]: over tokens 1..j
         target = torch.empty(len(children), device=children.device)
         xents = torch.empty(len(children), device=children.device)
-        bucket = changed * REUSE_BUCKETS // n  # [c]
-        for k in bucket.unique().tolist():
+        for k, q in start.items():
             rows = torch.nonzero(bucket == k).flatten()
-            q = int(changed[rows].min())  # run from here: every child of the bucket changed at or after q
             for b in range(0, len(rows), self.batch_size):
                 r = rows[b : b + self.batch_size]
                 if q == 0:  # nothing to reuse
@@ -218,7 +223,7 @@ class Scorer:
                     continue
                 kids, par = children[r], parent_of[r]
                 past = copy.deepcopy(cache)
-                past.crop(q - n)  # keep positions 0..q-1 (a negative count removes, in every transformers)
+                past.crop(q - reused)  # keep positions 0..q-1 (a negative count removes, in every transformers)
                 past.batch_select_indices(par)
                 out = self.model.run([hook], input_ids=kids[:, q:], return_logits=True, past_key_values=past)
                 lg = out["logits"][:, :-1].float()  # predicts tokens q+1..n-1
