@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from lmfeatures.micro import save_local_model
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 
@@ -38,6 +40,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("e2e")
+    save_local_model("qwen3", str(workdir / "local-models" / "qwen3-micro"))  # test.yaml's qwen3-local
     snakemake(workdir)
     return workdir
 
@@ -161,6 +164,17 @@ def test_epo_runs_and_dreaming_section(run):
     assert set(compare["methods"]) == {"epo", "gcg", "random"} and compare["dataset_max"] > 0
     html = (results / "report" / "index.html").read_text()
     assert "Dreaming" in html and "micro-b L1N3" in html
+
+
+def test_a_hub_style_qwen3_runs_through_scan_pages_and_epo(run):
+    """qwen3 had no entry in the architecture table: its hook points are discovered and checked at load."""
+    results = run / "results"
+    record = json.loads((results / "models" / "qwen3-local" / "eval.json").read_text())
+    assert record["architecture"] == "qwen3" and record["hook_points"]["mlp_out"] == "mlp.down_proj"
+    assert (results / "neurons" / "qwen3-local" / "L0N3.html").is_file()
+    frontier = json.loads((results / "epo" / "qwen3-local" / "L1N3" / "seed0" / "frontier.json").read_text())
+    assert frontier["frontier"] and all(abs(p["rescored_target"] - p["target"]) < 1e-4 for p in frontier["frontier"])
+    assert "qwen3-local L1N3" in (results / "report" / "index.html").read_text()
 
 
 def test_probe_cli_prints_plain_activations_when_piped(run):

@@ -9,15 +9,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, OPTConfig
 
-from lmfeatures.hooks import (
-    ARCHITECTURES,
-    ArchSpec,
-    HookedModel,
-    UnsupportedArchitecture,
-    get_module,
-    parse_hook,
-    register_architecture,
-)
+from lmfeatures.architectures import ARCHITECTURES, ArchitectureError, ArchSpec, register_architecture
+from lmfeatures.hooks import HookedModel, parse_hook
 from lmfeatures.micro import MICRO_ARCHITECTURES, micro_model
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -50,7 +43,7 @@ def restore_registry():
 
 
 def blocks(hooked: HookedModel) -> torch.nn.ModuleList:
-    return get_module(hooked.model, hooked.spec.blocks)
+    return hooked.model.get_submodule(hooked.spec.blocks)
 
 
 def n_hooks(model: torch.nn.Module) -> int:
@@ -247,7 +240,7 @@ def test_mlp_out_weight_orientation(hooked, ids):
     for layer in range(N_LAYERS):
         w_out = hooked.mlp_out_weight(layer)
         assert w_out.shape == (hooked.d_mlp, hooked.d_model)
-        bias = get_module(blocks(hooked)[layer], hooked.spec.mlp_out).bias
+        bias = blocks(hooked)[layer].get_submodule(hooked.spec.mlp_out).bias
         expected = acts[f"mlp.{layer}"] @ w_out + (0 if bias is None else bias)
         torch.testing.assert_close(expected, mlp_outputs[layer])
 
@@ -256,7 +249,7 @@ def test_unembedding_gives_logits(hooked, ids):
     acts = hooked.run([f"resid.{N_LAYERS - 1}"], input_ids=ids, return_logits=True)
     w_u = hooked.unembedding()
     assert w_u.shape == (hooked.d_model, hooked.vocab_size)
-    bias = get_module(hooked.model, hooked.spec.unembed).bias
+    bias = hooked.model.get_submodule(hooked.spec.unembed).bias
     assert bias is None  # no lm-head bias in any of these architectures
     logits = hooked.final_norm()(acts[f"resid.{N_LAYERS - 1}"]) @ w_u
     torch.testing.assert_close(logits, acts["logits"])
@@ -279,27 +272,16 @@ def micro_opt() -> torch.nn.Module:
     return AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
 
 
-def test_unsupported_architecture_then_registered(restore_registry):
+def test_opt_hook_points_are_discovered_without_a_table_entry():
     model = micro_opt()
-    with pytest.raises(UnsupportedArchitecture) as err:
-        HookedModel(model)
-    message = str(err.value)
-    assert isinstance(err.value, ValueError) and "'opt'" in message
-    for model_type in MICRO_ARCHITECTURES:
-        assert model_type in message
-    assert 'register_architecture("opt"' in message.replace("'", '"') and "ArchSpec(" in message
-
-    register_architecture(
-        "opt",
-        ArchSpec(
-            blocks="model.decoder.layers",
-            mlp_out="fc2",  # OPT's MLP is not a submodule: fc1/fc2 sit directly in the block
-            embed="model.decoder.embed_tokens",
-            final_norm="model.decoder.final_layer_norm",
-            unembed="lm_head",
-        ),
-    )
+    assert "opt" not in ARCHITECTURES
     hooked = HookedModel(model)
+    assert (hooked.spec.blocks, hooked.spec.mlp_out, hooked.spec.mlp_act) == (
+        "model.decoder.layers",
+        "fc2",
+        "activation_fn",
+    )
+    assert hooked.spec.final_norm == "model.decoder.final_layer_norm"  # traced at load
     assert (hooked.n_layers, hooked.d_model, hooked.d_mlp) == (2, 16, 32)
     fc2 = model.model.decoder.layers[1].fc2
     fc2_out = []
@@ -317,7 +299,7 @@ def test_unsupported_architecture_then_registered(restore_registry):
     torch.testing.assert_close(expected, fc2_out[0])
 
 
-def test_wrong_spec_fails_at_construction(restore_registry):
+def test_a_table_entry_overrides_discovery_and_a_wrong_one_fails_at_construction(restore_registry):
     register_architecture(
         "llama",
         ArchSpec(
@@ -328,7 +310,7 @@ def test_wrong_spec_fails_at_construction(restore_registry):
             unembed="lm_head",
         ),
     )
-    with pytest.raises(ValueError, match=r"mlp_out='mlp.c_proj' not found"):
+    with pytest.raises(ArchitectureError, match=r"module_paths.mlp_out='mlp.c_proj' is not a module"):
         HookedModel(micro_model("llama"))
 
 

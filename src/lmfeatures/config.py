@@ -71,7 +71,14 @@ def check_models(config: dict) -> None:
                     f"config key 'models[{i}].twin_of' ({m['name']}): {twin!r} is not a model with source train "
                     f"(trained models: {', '.join(trained) or 'none'})"
                 )
-        elif any(f in m for f in SIZE_FIELDS + ("twin_of",)):
+        if m["source"] in (TRAIN, UNTRAINED_TWIN) and "module_paths" in m:
+            raise ConfigError(
+                f"config key 'models[{i}].module_paths' ({m['name']}): applies to hub or path models only; the "
+                "embedded family's hook points are known"
+            )
+        if m["source"] in (TRAIN, UNTRAINED_TWIN):
+            continue
+        if any(f in m for f in SIZE_FIELDS + ("twin_of",)):
             raise ConfigError(
                 f"config key 'models[{i}]' ({m['name']}): size fields and twin_of apply only to source train / "
                 f"untrained-twin; a hub or path model ({m['source']!r}) brings its own config"
@@ -98,9 +105,9 @@ def check_stages(config: dict) -> None:
 
 
 def model_shape(config: dict, entry: dict) -> dict | None:
-    """Layers, MLP width (None when the config does not say) and vocabulary size of a model, known
-    before any job runs: from the config for the embedded family, from config.json for a local or
-    cached hub model; None when neither has it yet."""
+    """Layers, MLP width and vocabulary size of a model, known before any job runs: from the
+    config for the embedded family, from the module tree of config.json for a local or cached hub
+    model; None when neither has it yet."""
     if entry["source"] == UNTRAINED_TWIN:
         entry = model_entry(config, entry["twin_of"])
     if entry["source"] == TRAIN:
@@ -115,14 +122,34 @@ def model_shape(config: dict, entry: dict) -> dict | None:
         if not isinstance(cached, str):
             return None
         path = Path(cached).parent
-    from transformers import AutoConfig
+    return hub_model_shape(entry, path)
+
+
+def hub_model_shape(entry: dict, path: Path) -> dict:
+    """model_shape() of a saved model, read from its module tree built on the meta device (no
+    weights loaded): the hook points are discovered as HookedModel will, so a model without
+    neurons, or whose blocks cannot be found, stops here with the key to set."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from .architectures import ArchitectureError, arch_spec, linear_shape
 
     cfg = AutoConfig.from_pretrained(str(path))
-    text = cfg.get_text_config()
-    d_mlp = getattr(text, "intermediate_size", None) or getattr(text, "ffn_dim", None) or getattr(text, "n_inner", None)
-    if d_mlp is None and cfg.model_type == "gpt2":
-        d_mlp = 4 * text.hidden_size  # GPT-2's n_inner default
-    return {"n_layers": text.num_hidden_layers, "d_mlp": d_mlp, "vocab_size": text.vocab_size}
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    try:
+        spec, _ = arch_spec(model, entry.get("module_paths"))
+        blocks = model.get_submodule(spec.blocks)
+        d_mlp = None if spec.no_neurons else linear_shape(blocks[0].get_submodule(spec.mlp_out))[0]
+    except (ArchitectureError, AttributeError, TypeError) as err:
+        raise ConfigError(f"config key 'models' ({entry['name']}): {err}") from None
+    if spec.no_neurons:
+        raise ConfigError(
+            f"config key 'models' ({entry['name']}): this {cfg.model_type} model is {spec.no_neurons}. The "
+            "stages read MLP neurons; its 'resid.L' and 'embed' hooks still work from Python "
+            "(lmfeatures.hooks.HookedModel). If its blocks do hold a dense MLP, set module_paths.mlp_out"
+        )
+    return {"n_layers": len(blocks), "d_mlp": d_mlp, "vocab_size": model.get_input_embeddings().weight.shape[0]}
 
 
 def _check_neurons(config: dict, stage: str | None, shapes: dict[str, dict | None]) -> None:

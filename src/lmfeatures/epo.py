@@ -240,10 +240,9 @@ class Scorer:
         The one-hot is both the input and, for xent, the label (the paper's formulation), so
         d xent / d onehot[i, v] includes -log p(v | x_<i) / (n - 1) for every i >= 1: high-lambda
         slots propose the tokens the fluency model finds likely there."""
-        w_e = self.model.embedding_matrix()
-        onehot = F.one_hot(ids, w_e.shape[0]).to(w_e.dtype).requires_grad_(True)
-        embeds = onehot @ w_e  # [u, n, d_model]
-        f_embeds = embeds if self.fluency is None else onehot @ self.fluency.embedding_matrix()
+        onehot = F.one_hot(ids, self.model.vocab_size).to(self.model.dtype).requires_grad_(True)
+        embeds = self.model.embed_onehot(onehot)  # [u, n, d_model]
+        f_embeds = embeds if self.fluency is None else self.fluency.embed_onehot(onehot)
         hooks = list(dict.fromkeys([self.target.hook, self.proposal.hook]))
         acts, logits = self._run(hooks, {"inputs_embeds": embeds}, {"inputs_embeds": f_embeds})
         t = self.target(acts[self.target.hook]).float()

@@ -19,9 +19,10 @@ points are named in the spirit of TransformerLens:
 
 In the order the forward pass produces them: embed, mlp_pre.0, mlp.0, resid.0, mlp_pre.1, ...
 
-Where those modules live differs per architecture; an `ArchSpec` records it as
-dotted paths, and `ARCHITECTURES` maps `config.model_type` to its spec. Support
-for another architecture is one `register_architecture` call away.
+Where those modules live differs per architecture; `lmfeatures.architectures` finds them for
+any causal LM (a table and the config's `module_paths` override what it finds), and
+`HookedModel` verifies them on random tokens when it is built: a model whose hook points do not
+check out stops there with one line naming the hook and the key to set.
 
     hooked = HookedModel(model)
     acts = hooked.run(["mlp.3", "resid.3"], input_ids=ids)  # stops after block 3
@@ -29,82 +30,13 @@ for another architecture is one `register_architecture` call away.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
-from transformers.pytorch_utils import Conv1D
 
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """Where the hook points live in one architecture: dotted module paths from the *CausalLM model root."""
-
-    blocks: str  # ModuleList of transformer blocks, e.g. "gpt_neox.layers"
-    # path *inside a block* to the MLP output projection; its INPUT is the neuron activations,
-    # e.g. "mlp.dense_4h_to_h"
-    mlp_out: str
-    embed: str  # token embedding nn.Embedding, e.g. "gpt_neox.embed_in"
-    final_norm: str  # final norm before unembedding, e.g. "gpt_neox.final_layer_norm"
-    unembed: str  # unembedding (lm head) module, e.g. "lm_head"
-    # path *inside a block* to the MLP's activation-function module; its INPUT is the
-    # pre-activation (hook mlp_pre.L), e.g. "mlp.act". None: no mlp_pre hook for this architecture.
-    mlp_act: str | None = None
-
-
-_LLAMA_LIKE = ArchSpec(
-    blocks="model.layers",
-    mlp_out="mlp.down_proj",
-    embed="model.embed_tokens",
-    final_norm="model.norm",
-    unembed="lm_head",
-    mlp_act="mlp.act_fn",
-)
-
-ARCHITECTURES: dict[str, ArchSpec] = {
-    "gpt2": ArchSpec(
-        blocks="transformer.h",
-        mlp_out="mlp.c_proj",
-        embed="transformer.wte",
-        final_norm="transformer.ln_f",
-        unembed="lm_head",
-        mlp_act="mlp.act",
-    ),
-    "gpt_neox": ArchSpec(
-        blocks="gpt_neox.layers",
-        mlp_out="mlp.dense_4h_to_h",
-        embed="gpt_neox.embed_in",
-        final_norm="gpt_neox.final_layer_norm",
-        unembed="lm_head",  # "embed_out" before transformers 5 renamed it
-        mlp_act="mlp.act",
-    ),
-    "llama": _LLAMA_LIKE,
-    "mistral": _LLAMA_LIKE,
-    "qwen2": _LLAMA_LIKE,
-}
-
-
-def register_architecture(model_type: str, spec: ArchSpec) -> None:
-    """Teach `HookedModel` a new architecture (or replace a spec), keyed by `config.model_type`."""
-    if not isinstance(spec, ArchSpec):
-        raise TypeError(f"spec must be an ArchSpec, got {type(spec).__name__}")
-    ARCHITECTURES[model_type] = spec
-
-
-class UnsupportedArchitecture(ValueError):
-    """The model's `config.model_type` has no `ArchSpec` registered."""
-
-    def __init__(self, model_type: str):
-        supported = ", ".join(sorted(ARCHITECTURES))
-        super().__init__(
-            f"unsupported architecture {model_type!r}; supported model_types: {supported}. "
-            f"To add one, call lmfeatures.hooks.register_architecture({model_type!r}, "
-            f"ArchSpec(blocks=..., mlp_out=..., embed=..., final_norm=..., unembed=...)) "
-            f"with dotted module paths from the model root (mlp_out is relative to a block)."
-        )
-        self.model_type = model_type
-
+from .architectures import ArchitectureError, ArchSpec, arch_spec, linear_shape
 
 HOOK_KINDS = ("embed", "mlp_pre", "mlp", "resid")  # in forward order within a layer
 _HOOK_FORMS = "valid hook names are 'embed', 'mlp_pre.<layer>', 'mlp.<layer>' and 'resid.<layer>', e.g. 'mlp.3'"
@@ -123,55 +55,81 @@ def parse_hook(name: str) -> tuple[str, int | None]:
     raise ValueError(f"malformed hook name {name!r}; {_HOOK_FORMS}")
 
 
-def get_module(root: nn.Module, dotted_path: str) -> nn.Module:
-    """The submodule at `dotted_path` below `root` ("" is root itself); AttributeError if missing."""
-    return root.get_submodule(dotted_path)
-
-
 def _weight_in_out(proj: nn.Module) -> Tensor:
     """A linear map's weight as [in, out], whatever convention the module stores it in."""
     if isinstance(proj, nn.Linear):
         return proj.weight.T  # nn.Linear stores [out, in]
-    if isinstance(proj, Conv1D):
-        return proj.weight  # gpt2's Conv1D stores [in, out]
-    raise TypeError(f"don't know the weight layout of {type(proj).__name__}; expected nn.Linear or Conv1D")
+    return proj.weight  # gpt2's Conv1D stores [in, out] (architectures.linear_shape admits only these two)
 
 
 class _StopForward(Exception):
     """Raised from a hook once every requested activation is captured, to skip the rest of the forward pass."""
 
 
-class HookedModel:
-    """A Hugging Face causal LM with named activation hook points (see module docstring)."""
+def _first_tensor(args: tuple, kwargs: dict | None = None) -> Tensor | None:
+    """A module's main input or output: the first tensor among its positional (then keyword) values."""
+    for value in (*args, *(kwargs or {}).values()):
+        if isinstance(value, Tensor):
+            return value
+    return None
 
-    def __init__(self, model: PreTrainedModel):
+
+# Post-processing of the unembedding's output that configs declare: (config attribute, logits -> logits).
+LOGIT_TRANSFORMS = (
+    ("final_logit_softcapping", lambda logits, cap: cap * torch.tanh(logits / cap)),  # gemma2, gemma3
+    ("logit_scale", lambda logits, scale: logits * scale),  # cohere
+    ("logits_scaling", lambda logits, scale: logits / scale),  # granite
+)
+
+
+class HookedModel:
+    """A Hugging Face causal LM with named activation hook points (see module docstring).
+
+    `module_paths` (default: the saved config's `lmfeatures_module_paths`, which the models
+    stage writes from the YAML key `models[].module_paths`) overrides where the hook points are;
+    see lmfeatures.architectures. With `check` (default), the hook points are verified on a few
+    random tokens: ArchitectureError names the hook that failed and the key to set.
+    """
+
+    def __init__(self, model: PreTrainedModel, module_paths: dict | None = None, check: bool = True):
         self.model = model
         self.model_type: str = model.config.model_type
-        if self.model_type not in ARCHITECTURES:
-            raise UnsupportedArchitecture(self.model_type)
-        self.spec: ArchSpec = ARCHITECTURES[self.model_type]
+        if module_paths is None:
+            module_paths = getattr(model.config, "lmfeatures_module_paths", None)
+        spec, self._given = arch_spec(model, module_paths)
 
         # Resolve every path now, so a wrong spec fails here with its name rather than mid-experiment.
-        def resolve(root: nn.Module, field: str, path: str) -> nn.Module:
+        def resolve(root: nn.Module, key: str, path: str) -> nn.Module:
             try:
-                return get_module(root, path)
-            except AttributeError as e:
-                raise ValueError(
-                    f"ArchSpec for {self.model_type!r} does not match the model: {field}={path!r} not found ({e})"
+                return root.get_submodule(path)
+            except AttributeError:
+                raise ArchitectureError(
+                    f"{self.model_type}: module_paths.{key}={path!r} is not a module of this model"
                 ) from None
 
-        self._blocks = resolve(model, "blocks", self.spec.blocks)
-        self._embed = resolve(model, "embed", self.spec.embed)
-        self._final_norm = resolve(model, "final_norm", self.spec.final_norm)
-        self._unembed = resolve(model, "unembed", self.spec.unembed)
-        self._mlp_outs = [resolve(block, "mlp_out", self.spec.mlp_out) for block in self._blocks]
-        self._mlp_acts = (
-            None if self.spec.mlp_act is None else [resolve(b, "mlp_act", self.spec.mlp_act) for b in self._blocks]
-        )
-
+        self._blocks = resolve(model, "blocks", spec.blocks)
+        self._embed = resolve(model, "embed", spec.embed)
+        self._unembed = resolve(model, "unembed", spec.unembed)
         self.n_layers: int = len(self._blocks)
         self.vocab_size, self.d_model = self.embedding_matrix().shape
-        self.d_mlp: int = _weight_in_out(self._mlp_outs[0]).shape[0]
+        self._mlp_outs = self._mlp_acts = None
+        self.d_mlp: int | None = None
+        if spec.no_neurons is None:
+            self._mlp_outs = [resolve(block, "mlp_out", spec.mlp_out) for block in self._blocks]
+            if not all(linear_shape(m) for m in self._mlp_outs):
+                raise ArchitectureError(
+                    f"{self.model_type}: module_paths.mlp_out={spec.mlp_out!r} is a "
+                    f"{type(self._mlp_outs[0]).__name__}, not a Linear or Conv1D"
+                )
+            self.d_mlp = linear_shape(self._mlp_outs[0])[0]
+            if spec.mlp_act is not None:
+                self._mlp_acts = [resolve(b, "mlp_act", spec.mlp_act) for b in self._blocks]
+        self._final_norm = None if not spec.final_norm else resolve(model, "final_norm", spec.final_norm)
+        self.embed_scale = 1.0  # embedding module output / W_E row (gemma3 scales inside the module)
+        self._copy_captures = False  # the check sets it for models that change activations in place
+        self.spec = spec
+        if check or spec.final_norm is None:
+            self.spec = self._check(trace_final_norm=spec.final_norm is None)
 
     @property
     def device(self) -> torch.device:
@@ -183,6 +141,128 @@ class HookedModel:
         """Floating-point dtype of the weights (and so of activations and inputs_embeds)."""
         return self._embed.weight.dtype
 
+    def _fail(self, hook: str, key: str, what: str) -> ArchitectureError:
+        return ArchitectureError(
+            f"{self.model_type}: self-check failed for hook {hook!r}: {what}; set models[].module_paths.{key} "
+            f"in the config (found: {key}={getattr(self.spec, key)!r})"
+        )
+
+    @torch.no_grad()
+    def _check(self, trace_final_norm: bool) -> ArchSpec:
+        """Verify the hook points on random tokens, against the model's own forward pass: the
+        embedding module gives (a multiple of) W_E's rows; resid.L is what block L+1 reads;
+        mlp.L @ W_out (+ bias) is the projection's output; mlp_pre.L has d_mlp units; the final
+        norm and unembedding reproduce the logits from resid.last. Traces the final norm (the
+        module outside the blocks taking resid.last to the unembedding's input) when asked.
+        Returns the spec as verified (a discovered mlp_act that does not check out is dropped)."""
+        gen = torch.Generator().manual_seed(0)
+        ids = torch.randint(0, self.vocab_size, (2, 8), generator=gen).to(self.device)
+        seen: dict[str, Tensor] = {}
+        outside: list[tuple[str, Tensor, Tensor]] = []  # (path, input, output) of modules outside the blocks
+
+        captured: dict[str, Tensor] = {}  # the tensors themselves, to see whether the model later changes them
+
+        def store(name: str, value: Tensor | None) -> None:  # the first call wins: a module may run twice
+            if name not in seen:
+                seen[name] = None if value is None else value.detach().clone()
+                if value is not None:
+                    captured[name] = value
+
+        def keep(name):  # a forward pre-hook (with kwargs): the module's input
+            return lambda mod, args, kwargs: store(name, _first_tensor(args, kwargs))
+
+        def keep_out(name):  # a forward hook: the module's output
+            return lambda mod, args, out: store(name, _first_tensor(out if isinstance(out, tuple) else (out,)))
+
+        handles = [self._embed.register_forward_hook(keep_out("embed"))]
+        handles += [self._unembed.register_forward_pre_hook(keep("unembed_in"), with_kwargs=True)]
+        handles += [self._unembed.register_forward_hook(keep_out("unembed_out"))]
+        for layer, block in enumerate(self._blocks):
+            handles.append(block.register_forward_pre_hook(keep(f"block_in.{layer}"), with_kwargs=True))
+            handles.append(block.register_forward_hook(keep_out(f"resid.{layer}")))
+            if self._mlp_outs:
+                handles.append(self._mlp_outs[layer].register_forward_pre_hook(keep(f"mlp.{layer}"), with_kwargs=True))
+                handles.append(self._mlp_outs[layer].register_forward_hook(keep_out(f"mlp_out.{layer}")))
+            if self._mlp_acts:
+                handles.append(
+                    self._mlp_acts[layer].register_forward_pre_hook(keep(f"mlp_pre.{layer}"), with_kwargs=True)
+                )
+        if trace_final_norm:
+            inner = {id(m) for m in (*self._blocks.modules(), *self._embed.modules(), *self._unembed.modules())}
+            for path, module in self.model.named_modules():
+                if path and id(module) not in inner:
+
+                    def record(mod, args, out, path=path):
+                        x, y = _first_tensor(args), _first_tensor((out,))
+                        if x is not None and y is not None:
+                            outside.append((path, x, y))
+
+                    handles.append(module.register_forward_hook(record))
+        try:
+            logits = self.model(input_ids=ids, use_cache=False).logits
+        finally:
+            for handle in handles:
+                handle.remove()
+
+        # Some models add to a module's output in place (falcon: mlp_output += attention_output); run()
+        # must then copy what its hooks capture.
+        self._copy_captures = any(
+            not torch.equal(seen[k], v) for k, v in captured.items() if k.startswith(("mlp", "resid"))
+        )
+        spec = self.spec
+        last = f"resid.{self.n_layers - 1}"
+        missing = [k for k in ("embed", "unembed_in", "unembed_out", last) if seen.get(k) is None]
+        if missing:
+            key = {"embed": "embed", last: "blocks"}.get(missing[0], "unembed")
+            raise self._fail(missing[0], key, "its module never ran in the forward pass")
+        w_rows = self.embedding_matrix()[ids]
+        if seen["embed"].shape != w_rows.shape:
+            raise self._fail("embed", "embed", f"the module's output is not [batch, pos, {self.d_model}]")
+        scale = float((seen["embed"] * w_rows).sum() / (w_rows * w_rows).sum())
+        if not _close(seen["embed"], scale * w_rows):
+            raise self._fail("embed", "embed", "the embedding module's output is not its weight rows")
+        self.embed_scale = scale if not _close(torch.tensor(scale), torch.tensor(1.0)) else 1.0
+        for layer in range(self.n_layers):
+            resid = seen.get(f"resid.{layer}")
+            if resid is None or resid.shape != (*ids.shape, self.d_model):
+                raise self._fail(f"resid.{layer}", "blocks", f"the block's output is not [batch, pos, {self.d_model}]")
+            after = seen.get(f"block_in.{layer + 1}")
+            if layer + 1 < self.n_layers and (after is None or not _close(resid, after)):
+                raise self._fail(
+                    f"resid.{layer}", "blocks", f"block {layer}'s output is not what block {layer + 1} reads"
+                )
+            if self._mlp_outs:
+                acts, out = seen.get(f"mlp.{layer}"), seen.get(f"mlp_out.{layer}")
+                if acts is None or out is None:
+                    raise self._fail(f"mlp.{layer}", "mlp_out", "the projection never ran in the forward pass")
+                bias = getattr(self._mlp_outs[layer], "bias", None)
+                direct = acts.reshape(-1, self.d_mlp) @ self.mlp_out_weight(layer) + (0 if bias is None else bias)
+                if not _close(direct, out.reshape(direct.shape)):
+                    raise self._fail(f"mlp.{layer}", "mlp_out", "mlp.L @ W_out + b is not the projection's output")
+            if self._mlp_acts:
+                pre = seen.get(f"mlp_pre.{layer}")
+                if pre is None or pre.shape[-1] != self.d_mlp:
+                    if "mlp_act" in self._given:
+                        raise self._fail(f"mlp_pre.{layer}", "mlp_act", f"the module's input has no {self.d_mlp} units")
+                    self._mlp_acts, spec = None, replace(spec, mlp_act=None)
+        resid_last, head_in = seen[last], seen["unembed_in"]
+        if trace_final_norm:
+            if _close(head_in, resid_last):
+                spec, self._final_norm = replace(spec, final_norm=""), None
+            else:
+                found = [p for p, x, y in outside if _close(x, resid_last) and _close(y, head_in)]
+                if not found:
+                    raise self._fail(last, "final_norm", "no module takes the last block's output to the unembedding")
+                spec, self._final_norm = replace(spec, final_norm=found[0]), self.model.get_submodule(found[0])
+        direct = self._unembed(self.final_norm()(resid_last))
+        for attribute, transform in LOGIT_TRANSFORMS:
+            value = getattr(self.model.config.get_text_config(), attribute, None)
+            if value:
+                direct = transform(direct, value)
+        if not _close(direct, logits):
+            raise self._fail("logits", "final_norm", "unembed(final_norm(resid.last)) does not give the model's logits")
+        return spec
+
     def check_hook(self, name: str) -> tuple[str, int | None]:
         """Parse `name` and check its layer exists in this model; returns (kind, layer)."""
         kind, layer = parse_hook(name)
@@ -191,10 +271,15 @@ class HookedModel:
                 f"layer {layer} is out of range: this {self.model_type} model has "
                 f"{self.n_layers} layers (0-{self.n_layers - 1})"
             )
+        if kind in ("mlp", "mlp_pre") and self._mlp_outs is None:
+            raise ArchitectureError(
+                f"hook {name!r}: this {self.model_type} model is {self.spec.no_neurons}; hooks 'resid.L' and "
+                "'embed' still work. If its blocks do hold a dense MLP, set models[].module_paths.mlp_out"
+            )
         if kind == "mlp_pre" and self._mlp_acts is None:
-            raise ValueError(
-                f"hook {name!r}: the ArchSpec of {self.model_type!r} names no mlp_act module; give "
-                "mlp_act (the activation function's module inside a block) to register_architecture"
+            raise ArchitectureError(
+                f"hook {name!r}: no activation-function module was found in the MLP of this {self.model_type} "
+                "model; set models[].module_paths.mlp_act (its path inside a block)"
             )
         return kind, layer
 
@@ -248,6 +333,8 @@ class HookedModel:
 
         def save(name: str, tensor: Tensor) -> None:
             # Some architectures (e.g. OPT) run their MLP on [batch * pos, dim]; restore [batch, pos, dim].
+            if self._copy_captures:
+                tensor = tensor.clone()
             acts[name] = tensor.unflatten(0, (batch, pos)) if tensor.dim() == 2 else tensor
             if name == stop_at:
                 raise _StopForward
@@ -303,6 +390,12 @@ class HookedModel:
         """W_E [vocab, d_model]: row t is token t's embedding (the parameter itself, not a copy)."""
         return self._embed.weight
 
+    def embed_onehot(self, onehot: Tensor) -> Tensor:
+        """inputs_embeds [batch, pos, d_model] for one-hot (or soft) tokens [batch, pos, vocab]: onehot @ W_E,
+        times the scale some embedding modules apply (gemma3), so the forward equals one on the token ids."""
+        embeds = onehot @ self.embedding_matrix()
+        return embeds if self.embed_scale == 1.0 else embeds * self.embed_scale
+
     def mlp_out_weight(self, layer: int) -> Tensor:
         """W_out [d_mlp, d_model] of block `layer`: mlp.L @ W_out (+ bias) is the MLP's output (a view)."""
         self.check_hook(f"mlp.{layer}")
@@ -313,18 +406,33 @@ class HookedModel:
         return _weight_in_out(self._unembed)
 
     def folded_unembedding(self) -> Tensor:
-        """W_U with the final norm's elementwise scale folded in, diag(w) @ W_U [d_model, vocab]
+        """W_U with the final norm's elementwise scale folded in, diag(s) @ W_U [d_model, vocab]
         (TransformerLens's fold_ln): how a direction written to the residual stream moves the
-        logits, up to the norm's centring and its division by the stream's scale. A norm without
-        a weight leaves W_U as it is."""
-        weight = getattr(self._final_norm, "weight", None)
+        logits, up to the norm's centring and its division by the stream's scale. The scale s is
+        measured, not read from a weight, so norms that scale by (1 + w) (gemma) fold correctly:
+        at x = (+1, -1, +1, ...), which has mean 0 and rms 1, (norm(x) - norm(-x)) / 2x = s."""
         w_u = self.unembedding()
-        return w_u if weight is None else weight[:, None] * w_u
+        if self._final_norm is None:
+            return w_u
+        x = torch.ones(self.d_model, device=self.device, dtype=self.dtype)
+        x[1::2] = -1
+        with torch.no_grad():
+            scale = (self._final_norm(x[None, None]) - self._final_norm(-x[None, None]))[0, 0] / (2 * x)
+        return scale[:, None].to(w_u.dtype) * w_u
 
     def final_norm(self) -> nn.Module:
-        """The norm applied to the last residual stream before unembedding."""
-        return self._final_norm
+        """The norm applied to the last residual stream before unembedding (nn.Identity when there is none)."""
+        return self._final_norm if self._final_norm is not None else nn.Identity()
 
     def embed(self, input_ids: Tensor) -> Tensor:
         """Token embeddings [batch, pos, d_model] of input_ids [batch, pos], as the model computes them."""
         return self._embed(input_ids)
+
+
+def _close(a: Tensor, b: Tensor) -> bool:
+    """Same shape and equal up to float rounding (relative to b's size; looser in half precision)."""
+    if a.shape != b.shape:
+        return False
+    a, b = a.float(), b.float()
+    tol = 1e-4 if a.dtype == torch.float32 and b.dtype == torch.float32 else 2e-2
+    return bool((a - b).norm() <= tol * b.norm() + 1e-6)

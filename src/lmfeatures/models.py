@@ -147,13 +147,20 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     return model, tokenizer
 
 
-def describe(model: PreTrainedModel) -> dict:
-    """The model-table row: shapes read through the activation layer, so any architecture works."""
+def describe(model: PreTrainedModel, name: str | None = None) -> dict:
+    """The model-table row: shapes read through the activation layer, so any architecture works.
+    Building it runs the activation layer's self-check: a model whose hook points do not check out
+    stops here, before any stage runs on it, with an ArchitectureError naming `name`."""
+    from .architectures import ArchitectureError
     from .hooks import HookedModel
 
-    hooked = HookedModel(model)
+    try:
+        hooked = HookedModel(model)
+    except ArchitectureError as err:
+        raise ArchitectureError(f"model {name!r}: {err}") from None
     return {
         "architecture": model.config.model_type,
+        "hook_points": hooked.spec.__dict__,
         "n_layers": hooked.n_layers,
         "d_model": hooked.d_model,
         "d_mlp": hooked.d_mlp,

@@ -101,6 +101,8 @@ def hub_model(
 ) -> None:
     """Copy a hub / local model into results/models/{name}; score it on the held-out split with its own tokenizer."""
     model, tok = load_hub_model(entry["name"], entry["source"], DTYPES[entry.get("dtype", "float32")])
+    if entry.get("module_paths"):  # saved with the model, so every stage's HookedModel finds them
+        model.config.lmfeatures_module_paths = entry["module_paths"]
     model = model.to(resolve_device(device))
     cfg = _train_config(training, seed)
     heldout = tokenize_texts(tok, load_corpus(corpus_dir)["heldout"]["text"])
@@ -108,7 +110,7 @@ def hub_model(
     record = {
         "name": entry["name"],
         "source": entry["source"],
-        **describe(model),
+        **describe(model, entry["name"]),
         "training_tokens": None,
         **heldout_loss(model, heldout, eos, cfg),
         "note": "held-out loss uses this model's own tokenizer, so it is not comparable per token with the family",
