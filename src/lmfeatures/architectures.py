@@ -29,7 +29,7 @@ meaning for them; their `resid` and `embed` hooks still work.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 from torch import nn
 from transformers.pytorch_utils import Conv1D
@@ -214,8 +214,3 @@ def arch_spec(model: nn.Module, module_paths: dict | None = None) -> tuple[ArchS
     if given.get("mlp_out") and spec.no_neurons:  # the user names the MLP: trust it, the check verifies it
         spec = replace(spec, no_neurons=None)
     return spec, frozenset(stated | set(given))
-
-
-def spec_fields(spec: ArchSpec) -> dict:
-    """The spec as module_paths (for logs and saved configs)."""
-    return {f.name: getattr(spec, f.name) for f in fields(spec)}

@@ -87,11 +87,11 @@ class HookedModel:
 
     `module_paths` (default: the saved config's `lmfeatures_module_paths`, which the models
     stage writes from the YAML key `models[].module_paths`) overrides where the hook points are;
-    see lmfeatures.architectures. With `check` (default), the hook points are verified on a few
-    random tokens: ArchitectureError names the hook that failed and the key to set.
+    see lmfeatures.architectures. The hook points are verified on a few random tokens when it is
+    built: ArchitectureError names the hook that failed and the key to set.
     """
 
-    def __init__(self, model: PreTrainedModel, module_paths: dict | None = None, check: bool = True):
+    def __init__(self, model: PreTrainedModel, module_paths: dict | None = None):
         self.model = model
         self.model_type: str = model.config.model_type
         if module_paths is None:
@@ -128,8 +128,7 @@ class HookedModel:
         self.embed_scale = 1.0  # embedding module output / W_E row (gemma3 scales inside the module)
         self._copy_captures = False  # the check sets it for models that change activations in place
         self.spec = spec
-        if check or spec.final_norm is None:
-            self.spec = self._check(trace_final_norm=spec.final_norm is None)
+        self.spec = self._check(trace_final_norm=spec.final_norm is None)
 
     @property
     def device(self) -> torch.device:
