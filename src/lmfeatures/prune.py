@@ -1,0 +1,199 @@
+"""Pruning a top example to its Minimal Activating Example (MAE), token importance, and local search.
+
+After Foote's 2022 report ("Investigating neuron behaviour via dataset example pruning and local
+search") and its successor Neuron2Graph (N2G); their defaults are recorded in `PruneConfig`.
+
+    mae = prune(model, unit, ids, anchor, line_start, cfg)             # shortest context that keeps it
+    imp = token_importance(model, unit, mae.ids, mae.anchor, neutral)  # [m] drop when a token is masked
+    variants = local_search(model, unit, mae.ids, mae.anchor, imp, cfg, skip)
+
+A unit is a `UnitTarget`-like (hook, index): one MLP neuron (or residual dimension), read at the
+anchor token. In a causal LM the anchor's activation cannot depend on later tokens, so "trimming
+from the end" is exact: the MAE ends at the anchor (plus `cfg.window` tokens kept for display);
+only the left edge is searched. Every function scores all of its candidates in one batched forward,
+right-padded: a causal model's real positions never attend to the padding after them, so no
+attention mask or position shift is needed, on any architecture. No file I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .hooks import HookedModel
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    # pruning keeps the shortest left context whose anchor activation is >= keep_share x the full
+    # window's (the report allowed a 60% drop, so 0.4; N2G keeps 50%)
+    keep_share: float = 0.4
+    window: int = 0  # tokens after the anchor shown with the MAE (N2G re-appends up to 5)
+    # local search varies tokens whose importance (1 - act(masked) / act) is at least this (N2G: 0.75-0.8)
+    important: float = 0.5
+    positive_share: float = 0.6  # a variant keeping >= this share of the MAE's activation is positive (report: 0.6)
+    negative_share: float = 0.3  # ... below this share, negative (report: 0.3); in between: neither
+    n_substitutes: int = 5  # substitutes kept per varied token (N2G and the report: 5)
+    candidate_k: int = 32  # candidates from each proposer (next-token and gradient) before re-ranking
+
+    def __post_init__(self) -> None:
+        if not 0 < self.keep_share <= 1:
+            raise ValueError(f"keep_share={self.keep_share} must be in (0, 1]")
+        if not 0 <= self.negative_share <= self.positive_share:
+            raise ValueError(
+                f"negative_share={self.negative_share} must be between 0 and positive_share={self.positive_share}"
+            )
+        for name in ("window", "n_substitutes", "candidate_k"):
+            if getattr(self, name) < (0 if name == "window" else 1):
+                raise ValueError(f"{name}={getattr(self, name)} is out of range")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit read at one token: `index` of activation hook `hook` (e.g. "mlp.3", 17)."""
+
+    hook: str
+    index: int
+
+
+@dataclass
+class MAE:
+    """A Minimal Activating Example: ids[start:end] of the original window, anchor inside it."""
+
+    ids: torch.Tensor  # [m] token ids of the MAE (anchor, then up to cfg.window later tokens)
+    anchor: int  # index of the anchor token inside ids
+    start: int  # where the MAE starts in the original window
+    activation: float  # the unit at the anchor, MAE alone
+    original: float  # the unit at the anchor, full window
+    within_line: bool  # the MAE lies inside the anchor's line (else the line alone lost the activation)
+
+
+@torch.no_grad()
+def activations_at(model: HookedModel, unit: Unit, seqs: list[torch.Tensor], at: list[int]) -> torch.Tensor:
+    """The unit at position at[i] of sequence seqs[i] (1-D id tensors of any lengths) -> [len(seqs)];
+    one forward, right-padded, stopping after the unit's layer."""
+    width = max(len(s) for s in seqs)
+    batch = torch.zeros(len(seqs), width, dtype=torch.int64)
+    for row, seq in enumerate(seqs):
+        batch[row, : len(seq)] = seq
+    acts = model.run([unit.hook], input_ids=batch.to(model.device))[unit.hook]  # [b, width, d]
+    rows = torch.arange(len(seqs), device=acts.device)
+    return acts[rows, torch.tensor(at, device=acts.device), unit.index].float().cpu()
+
+
+def prune(model: HookedModel, unit: Unit, ids: torch.Tensor, anchor: int, line_start: int, cfg: PruneConfig) -> MAE:
+    """The MAE of window ids [n] around its anchor position: the latest start s (shortest context)
+    whose ids[s : anchor + 1] keeps >= cfg.keep_share of the full window's activation, searched
+    inside the anchor's line (line_start..anchor) first, then before it when the line alone does not
+    keep it. All anchor + 1 candidate starts are scored in one batch."""
+    if not 0 <= anchor < len(ids):
+        raise ValueError(f"anchor {anchor} is outside the window of {len(ids)} tokens")
+    starts = list(range(anchor + 1))  # start 0 is the full window
+    acts = activations_at(model, unit, [ids[s : anchor + 1] for s in starts], [anchor - s for s in starts])
+    original = float(acts[0])
+    if original <= 0:
+        raise ValueError(f"the unit's activation at the anchor is {original:.3g} <= 0: nothing to prune")
+    keeps = acts >= cfg.keep_share * original
+    in_line = [s for s in starts if s >= line_start and keeps[s]]
+    start = max(in_line) if in_line else max(s for s in starts if keeps[s])
+    end = min(len(ids), anchor + 1 + cfg.window)
+    return MAE(ids[start:end].clone(), anchor - start, start, float(acts[start]), original, bool(in_line))
+
+
+def token_importance(model: HookedModel, unit: Unit, ids: torch.Tensor, anchor: int, neutral: int) -> torch.Tensor:
+    """[m] importance of each token of ids [m] for the unit at `anchor`: 1 - act(token replaced by
+    `neutral`) / act (N2G's saliency); 0 after the anchor (a causal model cannot see them) and for
+    tokens that already are `neutral`. One batch of anchor + 1 variants."""
+    base = float(activations_at(model, unit, [ids[: anchor + 1]], [anchor])[0])
+    variants = ids[: anchor + 1].repeat(anchor + 1, 1)
+    variants.fill_diagonal_(neutral)
+    masked = activations_at(model, unit, list(variants), [anchor] * (anchor + 1))
+    importance = torch.zeros(len(ids))
+    if base != 0:
+        importance[: anchor + 1] = 1 - masked / base
+    importance[: anchor + 1][ids[: anchor + 1] == neutral] = 0.0
+    return importance
+
+
+def substitutes(
+    model: HookedModel,
+    unit: Unit,
+    ids: torch.Tensor,
+    anchor: int,
+    position: int,
+    allowed: torch.Tensor,
+    cfg: PruneConfig,
+) -> torch.Tensor:
+    """Up to cfg.n_substitutes token ids for ids[position], from the studied model used as a masked LM.
+
+    Candidates: the model's top cfg.candidate_k next tokens after ids[:position] and the top
+    cfg.candidate_k tokens of the gradient of the unit (at the anchor) w.r.t. the one-hot input at
+    `position`, as EPO proposes, limited to `allowed` [vocab] bool and never the original token.
+    They are re-ranked by the whole variant's log-likelihood under the model: log p(w | left) +
+    log p(right | left, w), which is log p(w | left, right) up to a constant, the masked-LM
+    posterior; the best n are kept, best first."""
+    prefix = ids[: anchor + 1].to(model.device)
+    onehot = F.one_hot(prefix, model.vocab_size).to(model.dtype)[None].requires_grad_(True)
+    out = model.run([unit.hook], inputs_embeds=model.embed_onehot(onehot), return_logits=True)
+    (grad,) = torch.autograd.grad(out[unit.hook][0, anchor, unit.index], onehot)
+    ok = allowed.to(model.device).clone()
+    ok[ids[position]] = False
+    proposals = [grad[0, position].masked_fill(~ok, -torch.inf).topk(cfg.candidate_k).indices]
+    if position > 0:
+        next_token = out["logits"][0, position - 1].detach().masked_fill(~ok, -torch.inf)
+        proposals.append(next_token.topk(cfg.candidate_k).indices)
+    candidates = torch.unique(torch.cat(proposals))
+    candidates = candidates[ok[candidates]]
+    variants = ids.to(model.device).repeat(len(candidates), 1)
+    variants[:, position] = candidates
+    return candidates[sequence_log_likelihood(model, variants).argsort(descending=True)[: cfg.n_substitutes]].cpu()
+
+
+@torch.no_grad()
+def sequence_log_likelihood(model: HookedModel, ids: torch.Tensor) -> torch.Tensor:
+    """ids [b, m] -> [b] sum over tokens 1..m-1 of log p(token | earlier tokens)."""
+    logits = model.run([], input_ids=ids.to(model.device), return_logits=True)["logits"][:, :-1].float()
+    return logits.log_softmax(-1).gather(-1, ids[:, 1:, None].to(logits.device)).squeeze(-1).sum(1)
+
+
+@dataclass
+class Variant:
+    """One token of the MAE swapped: its activation and label."""
+
+    ids: torch.Tensor  # [m]
+    position: int  # which token changed
+    token: int  # the substitute
+    activation: float
+    label: str  # "positive" | "negative" | "neither"
+
+
+def local_search(
+    model: HookedModel,
+    unit: Unit,
+    mae: MAE,
+    importance: torch.Tensor,
+    allowed: torch.Tensor,
+    cfg: PruneConfig,
+) -> list[Variant]:
+    """Vary each token of the MAE with importance >= cfg.important (content tokens only: `allowed`
+    [vocab] bool, which also bounds the substitutes) and label each variant by the share of the MAE's
+    activation it keeps: positive >= cfg.positive_share, negative < cfg.negative_share. All variants
+    are scored in one batch."""
+    positions = [p for p in range(mae.anchor + 1) if importance[p] >= cfg.important and bool(allowed[int(mae.ids[p])])]
+    swaps = [(p, int(t)) for p in positions for t in substitutes(model, unit, mae.ids, mae.anchor, p, allowed, cfg)]
+    if not swaps:
+        return []
+    seqs = []
+    for p, t in swaps:
+        seq = mae.ids.clone()
+        seq[p] = t
+        seqs.append(seq)
+    acts = activations_at(model, unit, [s[: mae.anchor + 1] for s in seqs], [mae.anchor] * len(seqs))
+    variants = []
+    for (p, t), seq, act in zip(swaps, seqs, acts.tolist()):
+        share = act / mae.activation if mae.activation > 0 else 0.0
+        label = "positive" if share >= cfg.positive_share else "negative" if share < cfg.negative_share else "neither"
+        variants.append(Variant(seq, p, t, act, label))
+    return variants
