@@ -10,6 +10,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/scans.smk"
 include: "workflow/rules/epo.smk"
+include: "workflow/rules/prune.smk"
 include: "workflow/rules/report.smk"
 
 

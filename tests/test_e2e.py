@@ -177,6 +177,23 @@ def test_a_hub_style_qwen3_runs_through_scan_pages_and_epo(run):
     assert "qwen3-local L1N3" in (results / "report" / "index.html").read_text()
 
 
+def test_pruning_tables_scores_and_report_section(run):
+    import pandas as pd
+
+    results = run / "results"
+    for model in ("micro-b", "micro-a-untrained"):
+        evaluation = json.loads((results / "prune" / model / "evaluation.json").read_text())
+        scored = [r for r in evaluation["neurons"] if "skipped" not in r]
+        assert scored and all(0 <= r["mae_activation_share"] for r in scored)
+        for r in scored:
+            assert {"precision", "recall", "f1", "tp"} <= r["predictor"].keys() <= r["token_baseline"].keys()
+            table = pd.read_parquet(results / "prune" / model / f"{r['neuron']}.parquet")
+            assert {"dataset example", "MAE"} <= set(table["type"])
+            assert set(table["type"]) <= {"dataset example", "MAE", "positive", "negative", "neither"}
+    html = (results / "report" / "index.html").read_text()
+    assert "What exactly does a neuron respond to?" in html and "single-token lookup" in html
+
+
 def test_probe_cli_prints_plain_activations_when_piped(run):
     cmd = [
         sys.executable,

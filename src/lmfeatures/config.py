@@ -102,6 +102,17 @@ def check_stages(config: dict) -> None:
             method_config("epo", epo, config.get("seed", 0))
         except EPOError as err:
             raise ConfigError(f"config key 'epo': {err}") from None
+    prune = config.get("prune", {})
+    for i, name in enumerate(prune.get("models", [])):
+        if name not in names:
+            raise ConfigError(f"config key 'prune.models[{i}]': no model named {name!r} (models: {', '.join(names)})")
+    if prune:
+        from .prune import PruneConfig
+
+        try:
+            PruneConfig(**{k: v for k, v in prune.items() if k in PruneConfig.__dataclass_fields__})
+        except ValueError as err:
+            raise ConfigError(f"config key 'prune': {err}") from None
 
 
 def model_shape(config: dict, entry: dict) -> dict | None:
@@ -197,6 +208,8 @@ def check_ranges(config: dict) -> None:
                     f"config key 'epo.top_k': {epo['top_k']} is not below the vocabulary of model {name} "
                     f"({shape['vocab_size']} tokens, special tokens included); use a smaller top_k"
                 )
+    if config.get("prune", {}).get("models"):
+        _check_neurons(config, "prune", {name: shapes[name] for name in config["prune"]["models"]})
     if config["device"].startswith("cuda"):
         import torch
 

@@ -31,6 +31,7 @@ class PruneConfig:
     # window's (the report allowed a 60% drop, so 0.4; N2G keeps 50%)
     keep_share: float = 0.4
     window: int = 0  # tokens after the anchor shown with the MAE (N2G re-appends up to 5)
+    max_context: int = 32  # longest MAE searched (tokens up to the anchor); longer ones fall back to the whole window
     # local search varies tokens whose importance (1 - act(masked) / act) is at least this (N2G: 0.75-0.8)
     important: float = 0.5
     positive_share: float = 0.6  # a variant keeping >= this share of the MAE's activation is positive (report: 0.6)
@@ -45,7 +46,7 @@ class PruneConfig:
             raise ValueError(
                 f"negative_share={self.negative_share} must be between 0 and positive_share={self.positive_share}"
             )
-        for name in ("window", "n_substitutes", "candidate_k"):
+        for name in ("window", "max_context", "n_substitutes", "candidate_k"):
             if getattr(self, name) < (0 if name == "window" else 1):
                 raise ValueError(f"{name}={getattr(self, name)} is out of range")
 
@@ -87,19 +88,21 @@ def prune(model: HookedModel, unit: Unit, ids: torch.Tensor, anchor: int, line_s
     """The MAE of window ids [n] around its anchor position: the latest start s (shortest context)
     whose ids[s : anchor + 1] keeps >= cfg.keep_share of the full window's activation, searched
     inside the anchor's line (line_start..anchor) first, then before it when the line alone does not
-    keep it. All anchor + 1 candidate starts are scored in one batch."""
+    keep it; at most cfg.max_context tokens, else the whole window. All candidate starts are scored
+    in one batch."""
     if not 0 <= anchor < len(ids):
         raise ValueError(f"anchor {anchor} is outside the window of {len(ids)} tokens")
-    starts = list(range(anchor + 1))  # start 0 is the full window
+    starts = [0] + list(range(max(1, anchor + 1 - cfg.max_context), anchor + 1))  # start 0: the full window
     acts = activations_at(model, unit, [ids[s : anchor + 1] for s in starts], [anchor - s for s in starts])
     original = float(acts[0])
     if original <= 0:
         raise ValueError(f"the unit's activation at the anchor is {original:.3g} <= 0: nothing to prune")
-    keeps = acts >= cfg.keep_share * original
+    keeps = {s: bool(a >= cfg.keep_share * original) for s, a in zip(starts, acts.tolist())}
     in_line = [s for s in starts if s >= line_start and keeps[s]]
     start = max(in_line) if in_line else max(s for s in starts if keeps[s])
     end = min(len(ids), anchor + 1 + cfg.window)
-    return MAE(ids[start:end].clone(), anchor - start, start, float(acts[start]), original, bool(in_line))
+    activation = float(acts[starts.index(start)])
+    return MAE(ids[start:end].clone(), anchor - start, start, activation, original, bool(in_line))
 
 
 def token_importance(model: HookedModel, unit: Unit, ids: torch.Tensor, anchor: int, neutral: int) -> torch.Tensor:

@@ -32,6 +32,13 @@ REPORT_SECTIONS = [
         on=bool(config["epo"]["models"]),
         off="EPO is switched off in this configuration: list model names under `epo.models` to run it.",
     ),
+    report_section(
+        "pruning",
+        "What exactly does a neuron respond to?",
+        rules.prune_summary,
+        on=bool(config["prune"]["models"]),
+        off="Pruning is switched off in this configuration: list model names under `prune.models` to run it.",
+    ),
 ]
 
 

@@ -1,10 +1,6 @@
 """Stage entry points: one module per rule file, one function per rule, named after the rule.
 
-    workflow/rules/data.smk    -> stages.data    (corpus, tokenizer, tokens)
-    workflow/rules/models.smk  -> stages.models  (train_model, untrained_twin, hub_model)
-    workflow/rules/scans.smk   -> stages.scans   (scan, neuron_pages, scan_summary)
-    workflow/rules/epo.smk     -> stages.epo     (epo_neurons, epo_run, epo_fluency, epo_compare, epo_summary)
-    workflow/rules/report.smk  -> stages.report  (model_summary, report)
+    workflow/rules/{stage}.smk -> lmfeatures.stages.{stage}   (data, models, scans, epo, prune, report)
 
 A stage function reads its inputs, calls the algorithm modules (which never touch files) and
 writes its outputs atomically. Its arguments are keyword-only and carry the names of the rule's

@@ -1,0 +1,46 @@
+# Pruning top examples to minimal activating examples, local search into variants, held-out F1.
+# Stage functions: lmfeatures.stages.prune
+
+
+rule prune_neurons:
+    input:
+        model_dir=model_dir("{model}"),
+        scan_dir=scan_dir("{model}"),
+    output:
+        out_dir=directory(f"{RESULTS}/prune/{{model}}"),
+    log:
+        f"{RESULTS}/logs/prune/{{model}}.log",
+    wildcard_constraints:
+        model=one_of(config["prune"]["models"]),
+    conda:
+        "../envs/lmfeatures.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        prune_params=config["prune"],
+        selection=neuron_spec(config, "prune"),
+        config=config_part("seed", "device", "scan", "neurons", "prune"),
+        seed=config["seed"],
+        device=config["device"],
+        code=stage_code("prune"),
+    script:
+        "../scripts/prune_neurons.py"
+
+
+rule prune_summary:
+    input:
+        prune_dirs=[f"{RESULTS}/prune/{m}" for m in config["prune"]["models"]],
+    output:
+        figure=f"{RESULTS}/report/pruning/f1_by_layer.png",
+        section=f"{RESULTS}/report/pruning/summary.md",
+    log:
+        f"{RESULTS}/logs/report/prune_summary.log",
+    conda:
+        "../envs/lmfeatures.yaml"
+    params:
+        kinds={m: model_kind(m) for m in config["prune"]["models"]},
+        code=stage_code("prune"),
+    script:
+        "../scripts/prune_summary.py"
