@@ -191,7 +191,7 @@ def test_pruning_tables_scores_and_report_section(run):
             assert {"dataset example", "MAE"} <= set(table["type"])
             assert set(table["type"]) <= {"dataset example", "MAE", "positive", "negative", "neither"}
     html = (results / "report" / "index.html").read_text()
-    assert "What exactly does a neuron respond to?" in html and "single-token lookup" in html
+    assert "What exactly does a neuron respond to?" in html and "predictor F1" in html  # the generated summary
 
 
 def test_probe_cli_prints_plain_activations_when_piped(run):

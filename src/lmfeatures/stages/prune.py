@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -153,12 +152,13 @@ def load_evaluations(prune_dirs: list[str]) -> pd.DataFrame:
 
 def skipped_neurons(prune_dirs: list[str]) -> list[str]:
     """'model neuron: reason' for every neuron a prune run skipped."""
-    return [
-        f"{json.loads((Path(f) / 'evaluation.json').read_text())['model']} {r['neuron']}: {r['skipped']}"
-        for f in prune_dirs
-        for r in read_json(Path(f) / "evaluation.json")["neurons"]
-        if "skipped" in r
-    ]
+    skipped = []
+    for folder in prune_dirs:
+        evaluation = read_json(Path(folder) / "evaluation.json")
+        skipped += [
+            f"{evaluation['model']} {r['neuron']}: {r['skipped']}" for r in evaluation["neurons"] if "skipped" in r
+        ]
+    return skipped
 
 
 def prune_summary(*, prune_dirs: list[str], kinds: dict, figure: str, section: str) -> None:
