@@ -53,6 +53,10 @@ def test_default_and_test_configs_validate_and_fill_defaults():
         (lambda c: c["epo"]["neurons"].update(layers=[1, 4]), "'epo.neurons.layers[1]': layer 4 is out of range"),
         (lambda c: c["epo"].update(top_k=5000), "'epo.top_k': 5000 is not below the vocabulary of model neox-m"),
         (lambda c: c.update(device="cuda:1"), "'device': 'cuda:1', but CUDA is not available"),
+        (lambda c: c["epo"].update(models=["neox-xl"]), "'epo.models[0]': no model named 'neox-xl'"),
+        (lambda c: c["prune"].update(models=["neox-m", "nope"]), "'prune.models[1]': no model named 'nope'"),
+        (lambda c: c["prune"].update(neurons={"layers": [4]}), "'prune.neurons.layers[0]': layer 4 is out of range"),
+        (lambda c: c["prune"].update(positive_share=0.2), "'prune': negative_share=0.3 must be between"),
     ],
 )
 def test_bad_config_names_the_key(mutate, message):

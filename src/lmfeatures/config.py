@@ -16,6 +16,7 @@ from .models import TRAIN, UNTRAINED_TWIN
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 SIZE_FIELDS = ("n_layers", "d_model", "n_heads", "d_mlp")
+STAGES_ON_MODELS = ("epo", "prune")  # stages that run on the models their `models:` key lists
 
 
 class ConfigError(ValueError):
@@ -90,10 +91,13 @@ def check_stages(config: dict) -> None:
     from .epo import EPOError, method_config
 
     names = [m["name"] for m in config["models"]]
+    for stage in STAGES_ON_MODELS:
+        for i, name in enumerate(config.get(stage, {}).get("models", [])):
+            if name not in names:
+                raise ConfigError(
+                    f"config key '{stage}.models[{i}]': no model named {name!r} (models: {', '.join(names)})"
+                )
     epo = config.get("epo", {})
-    for i, name in enumerate(epo.get("models", [])):
-        if name not in names:
-            raise ConfigError(f"config key 'epo.models[{i}]': no model named {name!r} (models: {', '.join(names)})")
     fluency = epo.get("fluency_model")
     if fluency is not None and fluency not in names:
         raise ConfigError(f"config key 'epo.fluency_model': no model named {fluency!r} (models: {', '.join(names)})")
@@ -102,15 +106,11 @@ def check_stages(config: dict) -> None:
             method_config("epo", epo, config.get("seed", 0))
         except EPOError as err:
             raise ConfigError(f"config key 'epo': {err}") from None
-    prune = config.get("prune", {})
-    for i, name in enumerate(prune.get("models", [])):
-        if name not in names:
-            raise ConfigError(f"config key 'prune.models[{i}]': no model named {name!r} (models: {', '.join(names)})")
-    if prune:
-        from .prune import PruneConfig
+    if config.get("prune"):
+        from .prune import prune_config
 
         try:
-            PruneConfig(**{k: v for k, v in prune.items() if k in PruneConfig.__dataclass_fields__})
+            prune_config(config["prune"])
         except ValueError as err:
             raise ConfigError(f"config key 'prune': {err}") from None
 
@@ -198,9 +198,11 @@ def check_ranges(config: dict) -> None:
     against each model's shape, epo.top_k against the vocabulary, a CUDA device that exists."""
     shapes = {m["name"]: model_shape(config, m) for m in config["models"]}  # each config.json read once
     _check_neurons(config, None, shapes)
+    for stage in STAGES_ON_MODELS:
+        if config.get(stage, {}).get("models"):
+            _check_neurons(config, stage, {name: shapes[name] for name in config[stage]["models"]})
     epo = config.get("epo", {})
     if epo.get("models"):
-        _check_neurons(config, "epo", {name: shapes[name] for name in epo["models"]})
         for name in epo["models"]:
             shape = shapes[name]
             if shape is not None and epo["top_k"] >= shape["vocab_size"]:
@@ -208,8 +210,6 @@ def check_ranges(config: dict) -> None:
                     f"config key 'epo.top_k': {epo['top_k']} is not below the vocabulary of model {name} "
                     f"({shape['vocab_size']} tokens, special tokens included); use a smaller top_k"
                 )
-    if config.get("prune", {}).get("models"):
-        _check_neurons(config, "prune", {name: shapes[name] for name in config["prune"]["models"]})
     if config["device"].startswith("cuda"):
         import torch
 

@@ -128,7 +128,7 @@ class HookedModel:
         self.embed_scale = 1.0  # embedding module output / W_E row (gemma3 scales inside the module)
         self._copy_captures = False  # the check sets it for models that change activations in place
         self.spec = spec
-        self.spec = self._check(trace_final_norm=spec.final_norm is None)
+        self.spec = self._check()
 
     @property
     def device(self) -> torch.device:
@@ -147,13 +147,14 @@ class HookedModel:
         )
 
     @torch.no_grad()
-    def _check(self, trace_final_norm: bool) -> ArchSpec:
+    def _check(self) -> ArchSpec:
         """Verify the hook points on random tokens, against the model's own forward pass: the
         embedding module gives (a multiple of) W_E's rows; resid.L is what block L+1 reads;
         mlp.L @ W_out (+ bias) is the projection's output; mlp_pre.L has d_mlp units; the final
         norm and unembedding reproduce the logits from resid.last. Traces the final norm (the
-        module outside the blocks taking resid.last to the unembedding's input) when asked.
+        module outside the blocks taking resid.last to the unembedding's input) when the spec has none.
         Returns the spec as verified (a discovered mlp_act that does not check out is dropped)."""
+        trace_final_norm = self.spec.final_norm is None
         gen = torch.Generator().manual_seed(0)
         ids = torch.randint(0, self.vocab_size, (2, 8), generator=gen).to(self.device)
         seen: dict[str, Tensor] = {}

@@ -115,9 +115,10 @@ def shrunk_config(model_type: str, vocab_size: int, n_layers: int) -> Pretrained
         text = config.get_text_config()
     except ValueError as err:  # several text configs (encoder-decoder audio models)
         raise MicroModelError(f"{model_type}: {err}") from None
+    sizes = {name: value for names, value in MICRO_SIZES.items() for name in names}
+    sizes = {"vocab_size": vocab_size, **sizes, **dict.fromkeys(LAYER_COUNTS, n_layers)}
     for sub in {id(c): c for c in (config, text)}.values():
-        sizes = {name: value for names, value in MICRO_SIZES.items() for name in names}
-        for name, value in {"vocab_size": vocab_size, **sizes, **dict.fromkeys(LAYER_COUNTS, n_layers)}.items():
+        for name, value in sizes.items():
             try:  # some configs derive a field (a read-only property) or have it per layer only
                 if isinstance(getattr(sub, name, None), int) and not isinstance(getattr(sub, name), bool):
                     setattr(sub, name, value)

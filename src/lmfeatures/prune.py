@@ -51,6 +51,11 @@ class PruneConfig:
                 raise ValueError(f"{name}={getattr(self, name)} is out of range")
 
 
+def prune_config(params: dict) -> PruneConfig:
+    """PruneConfig from the config's `prune:` section (its other keys are the stage's, not the method's)."""
+    return PruneConfig(**{k: v for k, v in params.items() if k in PruneConfig.__dataclass_fields__})
+
+
 @dataclass(frozen=True)
 class Unit:
     """One unit read at one token: `index` of activation hook `hook` (e.g. "mlp.3", 17)."""

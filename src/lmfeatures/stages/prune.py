@@ -12,7 +12,7 @@ from ..io import atomic_path, read_json, write_json, write_provenance
 from ..models import load_model, resolve_device
 from ..n2g import Predictor, firing_scores, pattern_of, token_lookup
 from ..neurons import NeuronSpec, resolve_neurons, token_activations
-from ..prune import PruneConfig, Unit, local_search, prune, token_importance
+from ..prune import Unit, local_search, prune, prune_config, token_importance
 from ..scan import load_scan
 
 ROW_TYPES = ("dataset example", "MAE", "positive", "negative", "neither")
@@ -108,7 +108,7 @@ def prune_neurons(
     (`{neuron}.parquet`), and how well the patterns they give predict it on the other half and the
     scan's random windows, against a single-token lookup (`evaluation.json`)."""
     torch.manual_seed(seed)
-    cfg = PruneConfig(**{k: v for k, v in prune_params.items() if k in PruneConfig.__dataclass_fields__})
+    cfg = prune_config(prune_params)
     scan = load_scan(scan_dir, model_dir=model_dir)
     lm, tok = load_model(model_dir, resolve_device(device))
     hooked = HookedModel(lm)
