@@ -57,6 +57,11 @@ def test_default_and_test_configs_validate_and_fill_defaults():
         (lambda c: c["prune"].update(models=["neox-m", "nope"]), "'prune.models[1]': no model named 'nope'"),
         (lambda c: c["prune"].update(neurons={"layers": [4]}), "'prune.neurons.layers[0]': layer 4 is out of range"),
         (lambda c: c["prune"].update(positive_share=0.2), "'prune': negative_share=0.3 must be between"),
+        (
+            lambda c: c["prune"].update(proposer="./no-such-bert"),
+            "'prune.proposer': './no-such-bert' is neither a directory with a saved fill-mask model nor a hub id",
+        ),
+        (lambda c: c["prune"].update(proposer="no-org/no-such-bert"), "in the local cache (nothing is downloaded"),
     ],
 )
 def test_bad_config_names_the_key(mutate, message):
@@ -100,3 +105,13 @@ def test_a_missing_local_model_is_left_to_the_model_check():
     validate_config(cfg)
     with pytest.raises(ModelUnavailable, match="has no config.json"):
         check_hub_source("mine", "/nonexistent/my-llama")
+
+
+def test_a_causal_lm_is_no_fill_mask_proposer(tmp_path):
+    from lmfeatures.micro import save_fill_mask_model, save_local_model
+
+    save_local_model("llama", str(tmp_path / "llama"))
+    with pytest.raises(ConfigError, match=re.escape("'prune.proposer': ") + ".*a llama model, which has no masked-LM"):
+        _check(lambda c: c["prune"].update(proposer=str(tmp_path / "llama")))
+    save_fill_mask_model(str(tmp_path / "bert"), ["for", "in"])
+    assert _check(lambda c: c["prune"].update(proposer=str(tmp_path / "bert")))["prune"]["proposer"].endswith("bert")

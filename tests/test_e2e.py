@@ -120,8 +120,17 @@ def test_code_change_reruns_the_rules_that_run_it(run, tmp_path):
 
     # imported by lmfeatures.stages.report only
     assert jobs_after_changing("report/models.py") == {"model_summary", "report", "all"}
-    # imported by lmfeatures.stages.epo only; the runs after the epo_neurons checkpoint are planned when it has run
-    assert jobs_after_changing("frontier.py") == {"epo_neurons", "epo_summary", "report", "all"}
+    # imported by lmfeatures.stages.epo only; the runs after the epo_neurons checkpoint are planned when it has
+    # run, and with them what reads their results: the pages and the pruning summary (not the pruning itself)
+    assert jobs_after_changing("frontier.py") == {
+        "epo_neurons",
+        "epo_summary",
+        "neuron_pages",
+        "prune_summary",
+        "scan_summary",
+        "report",
+        "all",
+    }
     # imported by every stage that loads a model
     assert {"train_model", "scan", "neuron_pages", "epo_neurons"} <= jobs_after_changing("hooks.py")
 
@@ -192,6 +201,47 @@ def test_pruning_tables_scores_and_report_section(run):
             assert set(table["type"]) <= {"dataset example", "MAE", "positive", "negative", "neither"}
     html = " ".join((results / "report" / "index.html").read_text().split())  # pandoc wraps long headings
     assert "What exactly does a neuron respond to?" in html and "predictor F1" in html  # the generated summary
+    # EPO's neuron (1.3, outside the shared selection) is pruned too, its frontier scored by the patterns
+    assert (results / "prune" / "micro-b" / "L1N3.predictor.json").is_file()
+    assert "Does the explanation from data cover what optimisation found?" in html
+    # and its page has the dataset, EPO and pruning sections
+    page = (results / "neurons" / "micro-b" / "L1N3.html").read_text()
+    for section in ("Top examples", "EPO: prompts optimised for this neuron", "Minimal activating examples"):
+        assert f"<h2>{section}" in page
+
+
+def test_pruning_with_a_fill_mask_model(run, tmp_path):
+    """prune.proposer set to a saved fill-mask model: its words become variants; a fill-mask model whose
+    words are no tokens of the studied model's skips every neuron with the reason."""
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    from lmfeatures.micro import save_fill_mask_model
+    from lmfeatures.stages.prune import prune_neurons
+
+    results = run / "results"
+    studied = AutoTokenizer.from_pretrained(results / "models" / "micro-b")
+    words = [w for w in (studied.decode([t]).strip() for t in range(len(studied))) if w.isalpha()]
+    save_fill_mask_model(str(tmp_path / "bert"), words)
+    save_fill_mask_model(str(tmp_path / "off"), ["zqxj", "vvkq", "xxjz"])
+    params = {**json.loads((results / "prune" / "micro-b" / "provenance.json").read_text())["config"]["prune"]}
+    kwargs = dict(
+        model_dir=str(results / "models" / "micro-b"),
+        scan_dir=str(results / "scans" / "micro-b"),
+        model="micro-b",
+        epo_selection=None,
+        selection={"explicit": ["1.3"], "top_per_layer": 0, "top_concentration": 0, "random_per_layer": 0},
+        config={},
+        seed=0,
+        device="cpu",
+    )
+    prune_neurons(out_dir=str(tmp_path / "ok"), prune_params={**params, "proposer": str(tmp_path / "bert")}, **kwargs)
+    table = pd.read_parquet(tmp_path / "ok" / "L1N3.parquet")
+    varied = table[table["type"].isin(["positive", "negative", "neither"])]
+    assert len(varied) and all(c.split(" → ")[1].strip("'").strip() in words for c in varied["changed"])
+    prune_neurons(out_dir=str(tmp_path / "off"), prune_params={**params, "proposer": str(tmp_path / "off")}, **kwargs)
+    evaluation = json.loads((tmp_path / "off" / "evaluation.json").read_text())
+    assert evaluation["neurons"][0]["skipped"].startswith(f"fill-mask model {tmp_path / 'off'}: only 0.0% of its words")
 
 
 def test_probe_cli_prints_plain_activations_when_piped(run):

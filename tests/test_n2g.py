@@ -1,5 +1,7 @@
 """The N2G-style predictor and its scores against brute force and hand counts."""
 
+import json
+
 import torch
 
 from lmfeatures.n2g import WILDCARD, Predictor, firing_scores, pattern_of, token_lookup
@@ -29,6 +31,11 @@ def test_predictions_equal_a_brute_force_match_of_every_pattern_at_every_token()
 
 def test_fit_keeps_the_largest_activation_of_a_pattern_seen_twice():
     assert Predictor.fit([((4, 5), 0.2), ((4, 5), 0.7), ((4, 5), 0.5)]).patterns == {(4, 5): 0.7}
+
+
+def test_a_predictor_survives_its_json_form():
+    predictor = Predictor({(4, WILDCARD, 5): 0.7, (9,): 1.2})
+    assert Predictor.from_json(json.loads(json.dumps(predictor.to_json()))) == predictor
 
 
 def test_firing_scores_against_hand_counts():

@@ -113,27 +113,56 @@ def check_stages(config: dict) -> None:
             prune_config(config["prune"])
         except ValueError as err:
             raise ConfigError(f"config key 'prune': {err}") from None
+        if config["prune"].get("proposer", "model") != "model":
+            fill_mask_path(config["prune"]["proposer"])
+
+
+def saved_model_dir(source: str) -> Path | None:
+    """The directory holding config.json of a model given as a local path or as a hub id already
+    in the local cache (nothing is downloaded); None when there is none yet."""
+    path = Path(source).expanduser()
+    if (path / "config.json").is_file():
+        return path
+    if path.exists() or source.startswith(("/", ".", "~")):
+        return None  # a local path without a model
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(source, "config.json")
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
+def fill_mask_path(source: str) -> Path:
+    """saved_model_dir() of a fill-mask model; ConfigError naming `prune.proposer` when it is
+    missing or has no masked-LM head."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    path = saved_model_dir(source)
+    if path is None:
+        raise ConfigError(
+            f"config key 'prune.proposer': {source!r} is neither a directory with a saved fill-mask model nor "
+            "a hub id in the local cache (nothing is downloaded here): save one with save_pretrained, or set "
+            "proposer: model"
+        )
+    model_type = AutoConfig.from_pretrained(str(path)).model_type
+    if model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        raise ConfigError(
+            f"config key 'prune.proposer': {source!r} is a {model_type} model, which has no masked-LM head "
+            "(fill-mask models: BERT, DistilBERT, RoBERTa, ...)"
+        )
+    return path
 
 
 def model_shape(config: dict, entry: dict) -> dict | None:
     """Layers, MLP width and vocabulary size of a model, known before any job runs: from the
     config for the embedded family, from the module tree of config.json for a local or cached hub
-    model; None when neither has it yet."""
+    model; None when neither has it yet (check_hub_source says why)."""
     if entry["source"] == UNTRAINED_TWIN:
         entry = model_entry(config, entry["twin_of"])
     if entry["source"] == TRAIN:
         return {"n_layers": entry["n_layers"], "d_mlp": entry["d_mlp"], "vocab_size": config["tokenizer"]["vocab_size"]}
-    path = Path(entry["source"]).expanduser()
-    if not (path / "config.json").is_file():
-        if path.exists() or entry["source"].startswith(("/", ".", "~")):
-            return None  # a local path without a model: check_hub_source says so
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(entry["source"], "config.json")
-        if not isinstance(cached, str):
-            return None
-        path = Path(cached).parent
-    return hub_model_shape(entry, path)
+    path = saved_model_dir(entry["source"])
+    return None if path is None else hub_model_shape(entry, path)
 
 
 def hub_model_shape(entry: dict, path: Path) -> dict:

@@ -206,6 +206,29 @@ def save_local_model(model_type: str, out_dir: str, seed: int = 0, vocab_size: i
     tokenizer.save_pretrained(out_dir)
 
 
+def save_fill_mask_model(out_dir: str, words: list[str], seed: int = 0) -> None:
+    """Save a micro BERT masked LM whose WordPiece vocabulary is `words` (plus BERT's special
+    tokens) with save_pretrained, as a user's fill-mask model (e.g. distilbert-base-uncased) is stored."""
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab += [w for w in dict.fromkeys(words) if w not in vocab]
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=D_MODEL,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=MAX_POSITIONS,
+        initializer_range=INIT_STD,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        BertForMaskedLM(config).eval().save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
 if __name__ == "__main__":  # python -m lmfeatures.micro qwen3 local-models/qwen3-micro
     import sys
 

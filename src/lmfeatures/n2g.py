@@ -50,6 +50,14 @@ class Predictor:
                 patterns[pattern] = max(activation, patterns.get(pattern, -float("inf")))
         return cls(patterns)
 
+    def to_json(self) -> list:
+        """[[pattern tokens], activation] pairs, for json (WILDCARD stays -1)."""
+        return [[list(pattern), activation] for pattern, activation in self.patterns.items()]
+
+    @classmethod
+    def from_json(cls, pairs: list) -> Predictor:
+        return cls({tuple(pattern): activation for pattern, activation in pairs})
+
     def predict(self, windows: torch.Tensor) -> torch.Tensor:
         """windows [w, n] token ids -> [w, n] predicted normalised activation: the largest of the
         patterns that end at each token (0 where none does)."""

@@ -17,6 +17,8 @@ attention mask or position shift is needed, on any architecture. No file I/O.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -166,6 +168,10 @@ def sequence_log_likelihood(model: HookedModel, ids: torch.Tensor) -> torch.Tens
     return logits.log_softmax(-1).gather(-1, ids[:, 1:, None].to(logits.device)).squeeze(-1).sum(1)
 
 
+# (ids [m], anchor, position, allowed [vocab] bool) -> substitute token ids for ids[position], best first
+Proposer = Callable[[torch.Tensor, int, int, torch.Tensor], torch.Tensor]
+
+
 @dataclass
 class Variant:
     """One token of the MAE swapped: its activation and label."""
@@ -184,13 +190,16 @@ def local_search(
     importance: torch.Tensor,
     allowed: torch.Tensor,
     cfg: PruneConfig,
+    propose: Proposer | None = None,
 ) -> list[Variant]:
     """Vary each token of the MAE with importance >= cfg.important (content tokens only: `allowed`
-    [vocab] bool, which also bounds the substitutes) and label each variant by the share of the MAE's
-    activation it keeps: positive >= cfg.positive_share, negative < cfg.negative_share. All variants
-    are scored in one batch."""
+    [vocab] bool, which also bounds the substitutes) with the substitutes `propose` gives (default:
+    `substitutes`, the studied model as a masked LM; or a fill_mask.FillMaskProposer) and label each
+    variant by the share of the MAE's activation it keeps: positive >= cfg.positive_share, negative <
+    cfg.negative_share. All variants are scored in one batch."""
+    propose = propose or functools.partial(substitutes, model, unit, cfg=cfg)
     positions = [p for p in range(mae.anchor + 1) if importance[p] >= cfg.important and bool(allowed[int(mae.ids[p])])]
-    swaps = [(p, int(t)) for p in positions for t in substitutes(model, unit, mae.ids, mae.anchor, p, allowed, cfg)]
+    swaps = [(p, int(t)) for p in positions for t in propose(mae.ids, mae.anchor, p, allowed)]
     if not swaps:
         return []
     seqs = []

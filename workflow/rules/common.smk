@@ -68,21 +68,36 @@ def fluency_dir():
     return [model_dir(name)] if name else []
 
 
+def epo_seed_dirs(model, neuron):
+    return [f"{RESULTS}/epo/{model}/{neuron}/seed{s}" for s in config["epo"]["seeds"]]
+
+
 def epo_run_dirs(model, neuron):
+    """EPO's runs and its baselines' runs."""
     epo = config["epo"]
     base = f"{RESULTS}/epo/{model}/{neuron}"
-    return [f"{base}/seed{s}" for s in epo["seeds"]] + [
+    return epo_seed_dirs(model, neuron) + [
         f"{base}/baselines/{b}/seed{s}" for b in epo["baselines"] for s in epo["baseline_seeds"]
     ]
 
 
+def pruned_epo_targets():
+    """epo_targets() of the models pruning also runs on (prune adds EPO's neurons to its selection)."""
+    return [(m, n) for m, n in epo_targets() if m in config["prune"]["models"]]
+
+
+def epo_neurons_of(model):
+    """The neurons EPO runs on for a model (none if it is not an EPO model): from the epo_neurons
+    checkpoint, as they depend on the scan."""
+    if model not in config["epo"]["models"]:
+        return []
+    with open(checkpoints.epo_neurons.get(model=model).output[0]) as f:
+        return json.load(f)
+
+
 def epo_targets():
-    """(model, neuron) pairs: neurons come from the epo_neurons checkpoint (they depend on the scan)."""
-    pairs = []
-    for name in config["epo"]["models"]:
-        with open(checkpoints.epo_neurons.get(model=name).output[0]) as f:
-            pairs += [(name, n) for n in json.load(f)]
-    return pairs
+    """(model, neuron) pairs of every EPO model."""
+    return [(m, n) for m in config["epo"]["models"] for n in epo_neurons_of(m)]
 
 
 def stage_code(stage):

@@ -1,4 +1,5 @@
-# Pruning top examples to minimal activating examples, local search into variants, held-out F1.
+# Pruning top examples to minimal activating examples, local search into variants, held-out F1
+# (and how well the patterns predict what EPO found, for the neurons both stages ran on).
 # Stage functions: lmfeatures.stages.prune
 
 
@@ -21,6 +22,7 @@ rule prune_neurons:
     params:
         prune_params=config["prune"],
         selection=neuron_spec(config, "prune"),
+        epo_selection=lambda wc: neuron_spec(config, "epo") if wc.model in config["epo"]["models"] else None,
         config=config_part("seed", "device", "scan", "neurons", "prune"),
         seed=config["seed"],
         device=config["device"],
@@ -32,6 +34,7 @@ rule prune_neurons:
 rule prune_summary:
     input:
         prune_dirs=[f"{RESULTS}/prune/{m}" for m in config["prune"]["models"]],
+        epo_runs=lambda wc: [d for m, n in pruned_epo_targets() for d in epo_seed_dirs(m, n)],
     output:
         figure=f"{RESULTS}/report/pruning/f1_by_layer.png",
         section=f"{RESULTS}/report/pruning/summary.md",
@@ -41,6 +44,8 @@ rule prune_summary:
         "../envs/lmfeatures.yaml"
     params:
         kinds={m: model_kind(m) for m in config["prune"]["models"]},
+        epo_targets=lambda wc: [{"model": m, "neuron": n, "runs": epo_seed_dirs(m, n)} for m, n in pruned_epo_targets()],
+        epo_position=config["epo"]["position"],
         code=stage_code("prune"),
     script:
         "../scripts/prune_summary.py"

@@ -1,4 +1,4 @@
-# Dataset max-activation scans, neuron pages and the report's "Dataset examples" pieces.
+# Dataset max-activation scans and the report's "Dataset examples" pieces.
 # Stage functions: lmfeatures.stages.scans
 
 
@@ -24,32 +24,6 @@ rule scan:
         code=stage_code("scans"),
     script:
         "../scripts/scan.py"
-
-
-rule neuron_pages:
-    input:
-        model_dir=model_dir("{model}"),
-        scan_dir=scan_dir("{model}"),
-        partner_scan=lambda wc: [partner_of(wc.model)["scan"]] if partner_of(wc.model) else [],
-    output:
-        out_dir=directory(f"{RESULTS}/neurons/{{model}}"),
-    log:
-        f"{RESULTS}/logs/neurons/{{model}}.log",
-    conda:
-        "../envs/lmfeatures.yaml"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    params:
-        selection=neuron_spec(config),
-        partner=lambda wc: partner_of(wc.model),
-        config=config_part("seed", "device", "scan", "neurons"),
-        seed=config["seed"],
-        device=config["device"],
-        code=stage_code("scans"),
-    script:
-        "../scripts/neuron_pages.py"
 
 
 rule scan_summary:

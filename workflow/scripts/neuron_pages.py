@@ -1,4 +1,4 @@
 from lmfeatures.stages import run_rule
-from lmfeatures.stages.scans import neuron_pages
+from lmfeatures.stages.pages import neuron_pages
 
 run_rule(neuron_pages, snakemake)

@@ -212,6 +212,62 @@ def dataset_page(
     return page
 
 
+def _prompt_html(text: str, tail: int = 90) -> str:
+    shown = text if len(text) <= tail else "…" + text[-tail:]
+    return f"<code>{html.escape(shown.replace(chr(10), '↵'))}</code>"
+
+
+def epo_section(frontier: list[dict], data_max: float, top: int = 12) -> str:
+    """EPO's Pareto-frontier prompts of every seed ({"text", "rescored_target", "rescored_xent",
+    "seed"} each), the most activating first, against the neuron's dataset maximum."""
+    best = sorted(frontier, key=lambda p: -p["rescored_target"])[:top]
+    rows = "".join(
+        f"<tr><td>{p['seed']}</td><td>{p['rescored_target']:.3f}</td><td>{p['rescored_target'] / data_max:.2f}</td>"
+        f"<td>{p['rescored_xent']:.2f}</td><td>{_prompt_html(p['text'])}</td></tr>"
+        for p in best
+    )
+    return (
+        f"<p>{len(frontier)} frontier prompts; the {len(best)} most activating (dataset max {data_max:.3f}). "
+        "Cross-entropy: the prompt's fluency, lower is more natural.</p>"
+        '<table class="logit"><tr><th>seed</th><th>activation</th><th>/ dataset max</th><th>cross-entropy</th>'
+        f"<th>prompt</th></tr>{rows}</table>"
+    )
+
+
+def pruning_page_section(frame, evaluation: dict) -> str:
+    """A neuron's pruned examples (rows of stages.prune's table: example, type, prompt, activation,
+    changed), one table per example, and the held-out score of the patterns they give."""
+    if "skipped" in evaluation:
+        return f"<p>Skipped: {html.escape(evaluation['skipped'])}.</p>"
+
+    def f1(scores: dict) -> str:
+        return "undefined" if scores["f1"] is None else f"{scores['f1']:.2f}"
+
+    intro = (
+        f"<p>Half of the top examples pruned to their minimal activating example (MAE) and varied one "
+        f"token at a time (positive: keeps ≥ the configured share of the MAE's activation; negative: "
+        f"below the lower one). The {evaluation['n_patterns']} patterns they give predict this neuron's "
+        f"firing tokens on held-out text with F1 {f1(evaluation['predictor'])}; a single-token lookup: "
+        f"{f1(evaluation['token_baseline'])}.</p>"
+    )
+    tables = []
+    for k, (example, rows) in enumerate(frame.groupby("example", sort=True)):
+        body = "".join(
+            f"<tr><td>{html.escape(r.type)}</td><td>{r.activation:.3f}</td>"
+            f"<td>{html.escape(r.changed if isinstance(r.changed, str) else '')}</td>"
+            f"<td>{_prompt_html(r.prompt)}</td></tr>"
+            for r in rows.itertuples()
+        )
+        table = (
+            '<table class="logit"><tr><th>type</th><th>activation</th><th>changed</th><th>prompt</th></tr>'
+            f"{body}</table>"
+        )
+        tables.append(
+            f"<details{' open' if k == 0 else ''}><summary>top example #{example + 1}</summary>{table}</details>"
+        )
+    return intro + "".join(tables)
+
+
 def index_page(model_name: str, rows: list[tuple[Neuron, float, float, str]]) -> str:
     body = "".join(
         f'<tr><td><a href="{page_name(n)}">{n.name}</a></td><td>{mx:.3f}</td><td>{conc:.2f}</td>'

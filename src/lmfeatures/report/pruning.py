@@ -61,14 +61,53 @@ def _example_table(frame: pd.DataFrame) -> str:
     return markdown_table(table, floatfmt=".2f")
 
 
+def _epo_paragraph(epo: pd.DataFrame) -> list[str]:
+    """What the patterns predict of EPO's frontier prompts, per neuron both stages ran on."""
+    if not len(epo):
+        return []
+    firing = epo[epo["firing"] > 0]
+    lines = [
+        "**Does the explanation from data cover what optimisation found?** For the neurons EPO also "
+        "ran on, its Pareto-frontier prompts (all seeds) scored by the same predictors at EPO's target "
+        "position: the share of the prompts that fire (≥ 0.5 of the dataset maximum) that each predicts to fire.",
+        "",
+    ]
+    if len(firing):
+        total = firing["firing"].sum()
+        predicted = (firing["predictor"] * firing["firing"]).sum() / total
+        looked_up = (firing["token_baseline"] * firing["firing"]).sum() / total
+        lines += [
+            f"Over {len(firing)} neuron(s), the patterns predict {predicted:.0%} of {total} firing EPO prompts, "
+            f"the token lookup {looked_up:.0%}.",
+            "",
+        ]
+    table = epo.rename(
+        columns={
+            "prompts": "frontier prompts",
+            "firing": "firing",
+            "predictor": "patterns' recall",
+            "token_baseline": "token lookup's recall",
+        }
+    )
+    return lines + [markdown_table(table, floatfmt=".2f")]
+
+
 def pruning_section(
-    scores: pd.DataFrame, kinds: dict, examples: dict[str, pd.DataFrame], skipped: list[str], figure, out
+    scores: pd.DataFrame,
+    kinds: dict,
+    examples: dict[str, pd.DataFrame],
+    skipped: list[str],
+    epo: pd.DataFrame,
+    figure,
+    out,
 ) -> None:
-    """summary.md: verdicts by model kind, the F1-by-layer table, two neurons' tables, skipped neurons.
-    `examples` maps "model neuron" to its parquet rows (the best and the worst F1 of trained models)."""
+    """summary.md: verdicts by model kind, the F1-by-layer table, two neurons' tables, the patterns'
+    recall on EPO's prompts (`epo`, from stages.prune.epo_coverage), skipped neurons. `examples` maps
+    "model neuron" to its parquet rows (the best and the worst F1 of trained models)."""
     lines = [
         "![Held-out F1 of firing tokens (normalised activation ≥ 0.5 of the neuron's dataset maximum) "
-        "by layer: the pattern predictor built from half of each neuron's top examples against a "
+        "by layer, one panel per model (trained models, then their untrained twins): the pattern predictor "
+        "built from half of each neuron's top examples against a "
         "single-token lookup built from the same half, scored on the other half and random windows; "
         "95% bootstrap intervals over neurons.](pruning/f1_by_layer.png){#fig-prune-f1}",
         "",
@@ -79,10 +118,15 @@ def pruning_section(
         base, blo, bhi = bootstrap_mean(group["token_baseline"].to_numpy())
         better = (group["predictor"] > group["token_baseline"]).mean()
         verdict = "beat" if lo > bhi else "fell below" if hi < blo else "did not clearly differ from"
+        kept, klo, khi = bootstrap_mean(group["mae_activation_share"].to_numpy())
         lines.append(
             f"**{kind.capitalize()} models ({len(group)} neurons).** The patterns {verdict} the single-token lookup: "
             f"mean F1 {pred:.2f} [{lo:.2f}, {hi:.2f}] against {base:.2f} [{blo:.2f}, {bhi:.2f}] (95% bootstrap "
-            f"intervals; 'beat' or 'fell below' when they do not overlap); higher on {better:.0%} of neurons."
+            f"intervals; 'beat' or 'fell below' when they do not overlap); higher on {better:.0%} of neurons. "
+            f"Their MAEs are {group['mae_tokens'].median():.0f} token(s) long up to the anchor (median), lie "
+            f"inside the anchor's line for {group['mae_within_line'].mean():.0%} of examples, and keep "
+            f"{kept:.0%} [{klo:.0%}, {khi:.0%}] of the full window's activation on average (pruning stops "
+            "before the activation falls below `prune.keep_share`, so every MAE keeps at least that share)."
         )
         lines.append("")
     lines.append(f"For scale: {N2G_F1}.")
@@ -97,6 +141,7 @@ def pruning_section(
     for label, frame in examples.items():
         lines += [f"**{label}**: its first pruned example, the MAE and variants that swap one token:", ""]
         lines.append(_example_table(frame))
+    lines += _epo_paragraph(epo)
     if skipped:
         lines += ["Skipped neurons: " + "; ".join(skipped) + ".", ""]
     with atomic_path(out) as tmp:

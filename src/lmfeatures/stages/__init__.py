@@ -1,6 +1,6 @@
 """Stage entry points: one module per rule file, one function per rule, named after the rule.
 
-    workflow/rules/{stage}.smk -> lmfeatures.stages.{stage}   (data, models, scans, epo, prune, report)
+    workflow/rules/{stage}.smk -> lmfeatures.stages.{stage}   (data, models, scans, epo, prune, pages, report)
 
 A stage function reads its inputs, calls the algorithm modules (which never touch files) and
 writes its outputs atomically. Its arguments are keyword-only and carry the names of the rule's

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
+from ..config import fill_mask_path
+from ..fill_mask import FillMaskProposer, word_overlap
 from ..hooks import HookedModel
 from ..io import atomic_path, read_json, write_json, write_provenance
 from ..models import load_model, resolve_device
@@ -27,9 +30,10 @@ def neutral_token(windows: torch.Tensor, tokenizer) -> int:
     return int(counts.argmax())
 
 
-def _prune_neuron(hooked, tok, scan, neuron, cfg, neutral, content, line_break, rows):
-    """MAEs and variants of the neuron's even-ranked top examples (rows appended to `rows`), and the
-    predictor's and the token baseline's scores on its odd-ranked ones plus the random windows."""
+def _prune_neuron(hooked, tok, scan, neuron, cfg, neutral, content, line_break, propose, rows):
+    """MAEs and variants of the neuron's even-ranked top examples (rows appended to `rows`), the
+    predictor and the token baseline fitted on them, and their scores on the odd-ranked top examples
+    plus the random windows that are not training windows: (evaluation, predictors)."""
     hook, index = neuron.hook, neuron.index
     unit = Unit(hook, index)
     data_max = float(scan.tensor(hook, "max")[index])
@@ -45,7 +49,7 @@ def _prune_neuron(hooked, tok, scan, neuron, cfg, neutral, content, line_break, 
         if w >= 0 and v > 0
     ]
     if len(tops) < 2 or data_max <= 0:
-        return {"skipped": "fewer than two top examples above zero"}
+        return {"skipped": "fewer than two top examples above zero"}, None
     train, test = tops[0::2], tops[1::2]
     patterns, maes = [], []
     for k, w, p in train:
@@ -53,7 +57,7 @@ def _prune_neuron(hooked, tok, scan, neuron, cfg, neutral, content, line_break, 
         breaks = torch.nonzero(line_break[ids[:p]]).flatten()
         mae = prune(hooked, unit, ids, p, int(breaks[-1]) + 1 if len(breaks) else 0, cfg)
         importance = token_importance(hooked, unit, mae.ids, mae.anchor, neutral)
-        variants = local_search(hooked, unit, mae, importance, content, cfg)
+        variants = local_search(hooked, unit, mae, importance, content, cfg, propose)
         maes.append(mae)
         patterns.append((pattern_of(mae.ids, mae.anchor, importance, cfg.important), mae.activation / data_max))
         patterns += [
@@ -62,15 +66,22 @@ def _prune_neuron(hooked, tok, scan, neuron, cfg, neutral, content, line_break, 
             if v.label == "positive"
         ]
         base = {"neuron": neuron.name, "example": k}
-        rows.append({**base, "type": "dataset example", "prompt": tok.decode(ids[: p + 1]), "activation": mae.original})
+        rows.append(
+            {
+                **base,
+                "type": "dataset example",
+                "prompt": tok.decode(ids[: p + 1 + cfg.window]),
+                "activation": mae.original,
+            }
+        )
         rows.append({**base, "type": "MAE", "prompt": tok.decode(mae.ids), "activation": mae.activation})
         for v in variants:
             changed = f"{tok.decode([int(mae.ids[v.position])])!r} → {tok.decode([v.token])!r}"
             rows.append(
                 {**base, "type": v.label, "prompt": tok.decode(v.ids), "activation": v.activation, "changed": changed}
             )
-    test_windows = sorted({w for _, w, _ in test} | set(scan.random_windows.tolist()))
     train_windows = sorted({w for _, w, _ in train})
+    test_windows = sorted(({w for _, w, _ in test} | set(scan.random_windows.tolist())) - set(train_windows))
     acts = token_activations(hooked, scan.windows.ids[train_windows + test_windows], [neuron])[neuron] / data_max
     positions = torch.arange(scan.windows.ids.shape[1])
     valid = positions[None, :] >= scan.windows.valid_from[train_windows + test_windows][:, None]
@@ -82,7 +93,9 @@ def _prune_neuron(hooked, tok, scan, neuron, cfg, neutral, content, line_break, 
     )
     baseline = token_lookup(scan.windows.ids[train_windows], acts[:n_train], valid[:n_train])
     predictor = Predictor.fit(patterns)
-    return {
+    evaluation = {
+        "data_max": data_max,
+        "n_test_windows": len(test_windows),
         "predictor": firing_scores(predictor.predict(test_ids), test_acts, test_valid),
         "token_baseline": firing_scores(baseline.predict(test_ids), test_acts, test_valid),
         "n_patterns": len(predictor.patterns),
@@ -90,6 +103,7 @@ def _prune_neuron(hooked, tok, scan, neuron, cfg, neutral, content, line_break, 
         "mae_within_line": sum(m.within_line for m in maes) / len(maes),
         "mae_activation_share": sum(m.activation / m.original for m in maes) / len(maes),
     }
+    return evaluation, {"predictor": predictor, "token_baseline": baseline}
 
 
 def prune_neurons(
@@ -100,13 +114,15 @@ def prune_neurons(
     model: str,
     prune_params: dict,
     selection: dict,
+    epo_selection: dict | None,
     config: dict,
     seed: int,
     device: str,
 ) -> None:
-    """For each selected neuron: MAEs, token importance and variants of half its top examples
-    (`{neuron}.parquet`), and how well the patterns they give predict it on the other half and the
-    scan's random windows, against a single-token lookup (`evaluation.json`)."""
+    """For each selected neuron, and each neuron EPO selects (`epo_selection`, if EPO runs on this
+    model): MAEs, token importance and variants of half its top examples (`{neuron}.parquet`), the
+    pattern predictor and token lookup fitted on them (`{neuron}.predictor.json`), and how well they
+    predict it on the other half and the scan's random windows (`evaluation.json`)."""
     torch.manual_seed(seed)
     cfg = prune_config(prune_params)
     scan = load_scan(scan_dir, model_dir=model_dir)
@@ -118,21 +134,55 @@ def prune_neurons(
     neutral = prune_params["neutral_token"]
     if neutral == "auto":
         neutral = neutral_token(scan.windows.ids, tok)
-    neurons = resolve_neurons(scan, NeuronSpec(**selection, seed=seed))
+    propose, incompatible = fill_mask_proposer(prune_params, cfg, tok, hooked.device)
+    # EPO's selection resolved here, not read from its checkpoint, so a change of EPO's code reruns no pruning
+    extra = resolve_neurons(scan, NeuronSpec(**epo_selection, seed=seed)) if epo_selection else []
+    neurons = resolve_neurons(scan, NeuronSpec(**selection, seed=seed), extra=extra)
     with atomic_path(out_dir, directory=True) as tmp:
         evaluation = []
-        for neuron in neurons:
+        for neuron in tqdm(neurons, desc=f"prune {model}", unit="neuron"):
             rows: list[dict] = []
-            result = _prune_neuron(hooked, tok, scan, neuron, cfg, neutral, content, line_break, rows)
+            if incompatible:
+                result, fitted = {"skipped": incompatible}, None
+            else:
+                result, fitted = _prune_neuron(
+                    hooked, tok, scan, neuron, cfg, neutral, content, line_break, propose, rows
+                )
             evaluation.append({"model": model, "neuron": neuron.name, "layer": neuron.layer, **result})
             frame = pd.DataFrame(rows, columns=["neuron", "example", "type", "prompt", "activation", "changed"])
             frame.to_parquet(tmp / f"{neuron.name}.parquet", index=False)
+            if fitted is not None:
+                write_json(tmp / f"{neuron.name}.predictor.json", {k: p.to_json() for k, p in fitted.items()})
         write_json(tmp / "evaluation.json", {"model": model, "neutral_token": vocab[neutral], "neurons": evaluation})
-        write_provenance(tmp, config, seed, model=model)
+        write_provenance(tmp, config, seed, model=model, epo_selection=epo_selection)
+
+
+MIN_WORD_OVERLAP = 0.05  # below this share of its words, a fill-mask model cannot propose for this tokenizer
+
+
+def fill_mask_proposer(prune_params: dict, cfg, studied, device) -> tuple[FillMaskProposer | None, str | None]:
+    """(proposer, None) for `prune.proposer` (None: the studied model proposes), or (None, reason)
+    when the fill-mask model's words are too rarely single tokens of the studied tokenizer."""
+    source = prune_params["proposer"]
+    if source == "model":
+        return None, None
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    path = fill_mask_path(source)
+    mlm_tok = AutoTokenizer.from_pretrained(str(path))
+    overlap = word_overlap(mlm_tok, studied)
+    if overlap < MIN_WORD_OVERLAP:
+        return None, (
+            f"fill-mask model {source}: only {overlap:.1%} of its words are single tokens of this model's "
+            f"tokenizer (need {MIN_WORD_OVERLAP:.0%}); use proposer: model"
+        )
+    mlm = AutoModelForMaskedLM.from_pretrained(str(path)).to(device).eval()
+    return FillMaskProposer(mlm, mlm_tok, studied, n=cfg.n_substitutes, candidate_k=cfg.candidate_k), None
 
 
 def load_evaluations(prune_dirs: list[str]) -> pd.DataFrame:
-    """One row per (model, neuron) with the predictor's and the baseline's F1 (NaN where undefined)."""
+    """One row per (model, neuron) with the predictor's and the baseline's F1 (NaN where undefined)
+    and its MAEs' median length, share inside the anchor's line and mean share of the activation kept."""
     rows = []
     for folder in prune_dirs:
         for r in read_json(Path(folder) / "evaluation.json")["neurons"]:
@@ -145,6 +195,9 @@ def load_evaluations(prune_dirs: list[str]) -> pd.DataFrame:
                     "layer": r["layer"],
                     "predictor": r["predictor"]["f1"],
                     "token_baseline": r["token_baseline"]["f1"],
+                    "mae_tokens": r["mae_tokens_median"],
+                    "mae_within_line": r["mae_within_line"],
+                    "mae_activation_share": r["mae_activation_share"],
                 }
             )
     return pd.DataFrame(rows).astype({"predictor": float, "token_baseline": float})
@@ -161,9 +214,49 @@ def skipped_neurons(prune_dirs: list[str]) -> list[str]:
     return skipped
 
 
-def prune_summary(*, prune_dirs: list[str], kinds: dict, figure: str, section: str) -> None:
-    """The report section's pieces: F1 by layer, verdicts per model kind, and the tables of the
-    trained models' best- and worst-explained neurons (by held-out F1)."""
+def epo_coverage(prune_dirs: list[str], epo_targets: list[dict], position: str) -> pd.DataFrame:
+    """Do the patterns from dataset examples predict what EPO found? For each (model, neuron) of
+    `epo_targets` ({"model", "neuron", "runs": EPO run dirs}): its EPO frontier prompts, how many
+    fire (the neuron at the EPO target >= FIRING x its dataset max), and the share of those the
+    pattern predictor and the token lookup predict to fire there (recall)."""
+    folders = {Path(f).name: Path(f) for f in prune_dirs}
+    rows = []
+    for target in epo_targets:
+        folder = folders[target["model"]]
+        fitted = folder / f"{target['neuron']}.predictor.json"
+        if not fitted.exists():  # skipped by pruning: listed in the section already
+            continue
+        data_max = next(
+            r["data_max"] for r in read_json(folder / "evaluation.json")["neurons"] if r["neuron"] == target["neuron"]
+        )
+        frontier = [p for run in target["runs"] for p in read_json(Path(run) / "frontier.json")["frontier"]]
+        ids = torch.tensor([p["ids"] for p in frontier])  # [p, n]: one length per EPO config
+        actual = torch.tensor([p["rescored_target"] for p in frontier])[:, None] / data_max
+        row = {"model": target["model"], "neuron": target["neuron"], "prompts": len(frontier)}
+        for name, pairs in read_json(fitted).items():
+            predicted = Predictor.from_json(pairs).predict(ids)
+            predicted = predicted[:, -1:] if position == "last" else predicted.max(1, keepdim=True).values
+            scores = firing_scores(predicted, actual, torch.ones_like(actual, dtype=torch.bool))
+            row["firing"] = scores["tp"] + scores["fn"]
+            row[name] = scores["recall"]
+        rows.append(row)
+    columns = ["model", "neuron", "prompts", "firing", "predictor", "token_baseline"]
+    return pd.DataFrame(rows, columns=columns).astype({"predictor": float, "token_baseline": float})
+
+
+def prune_summary(
+    *,
+    prune_dirs: list[str],
+    epo_runs: list[str],
+    kinds: dict,
+    epo_targets: list[dict],
+    epo_position: str,
+    figure: str,
+    section: str,
+) -> None:
+    """The report section's pieces: F1 by layer, verdicts per model kind, the tables of the trained
+    models' best- and worst-explained neurons (by held-out F1), and the patterns' recall on EPO's
+    frontier prompts (`epo_runs`: every run dir of `epo_targets`)."""
     from ..report.pruning import pruning_section
 
     scores = load_evaluations(prune_dirs)
@@ -174,4 +267,5 @@ def prune_summary(*, prune_dirs: list[str], kinds: dict, figure: str, section: s
     for _, row in pd.concat([picks.tail(1), picks.head(1)]).drop_duplicates(["model", "neuron"]).iterrows():
         label = f"{row['model']} {row['neuron']} (held-out F1 {row['predictor']:.2f})"
         examples[label] = pd.read_parquet(folders[row["model"]] / f"{row['neuron']}.parquet")
-    pruning_section(scores, kinds, examples, skipped_neurons(prune_dirs), figure, section)
+    epo = epo_coverage(prune_dirs, epo_targets, epo_position)
+    pruning_section(scores, kinds, examples, skipped_neurons(prune_dirs), epo, figure, section)

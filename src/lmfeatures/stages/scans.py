@@ -1,5 +1,5 @@
-"""Rules of workflow/rules/scans.smk: dataset max-activation scans, neuron pages, the report's
-"Dataset examples" pieces."""
+"""Rules of workflow/rules/scans.smk: dataset max-activation scans and the report's "Dataset examples"
+pieces."""
 
 from __future__ import annotations
 
@@ -14,10 +14,8 @@ from ..corpus import load_corpus
 from ..hooks import HookedModel
 from ..io import atomic_path, write_json, write_provenance
 from ..models import load_model, resolve_device
-from ..neurons import Neuron, NeuronSpec, direct_logit_effect, resolve_neurons, token_activations, token_concentration
 from ..report.dataset_examples import concentration_table, distribution_figure, gallery
-from ..report.pages import dataset_page, index_page, page_name
-from ..scan import Scan, ScanConfig, ScanError, Windows, load_scan, make_windows, scan_meta
+from ..scan import ScanConfig, ScanError, Windows, load_scan, make_windows, scan_meta
 from ..scan import scan as run_scan
 from ..tokenizer import load_tokenizer
 
@@ -59,88 +57,6 @@ def scan(
         meta = scan_meta(model, model_dir, hooked, cfg, windows, list(heldout["doc_id"]))
         write_scan(out_dir, result, windows, meta, window_max)
     write_provenance(out_dir, config, seed, model=model, n_tokens=int(result["n_tokens"]))
-
-
-def _selections(scan: Scan, spec: NeuronSpec, partner: dict | None) -> tuple[list[Neuron], set[Neuron]]:
-    """(this model's pages, the partner's pages): a twin pages every neuron its trained model pages,
-    so the links between the two resolve."""
-    if partner is None:
-        return resolve_neurons(scan, spec), set()
-    if partner["role"] == "twin":  # we are the trained model
-        chosen = resolve_neurons(scan, spec)
-        return chosen, set(resolve_neurons(load_scan(partner["scan"]), spec, extra=chosen))
-    trained = resolve_neurons(load_scan(partner["scan"]), spec)  # we are the twin
-    return resolve_neurons(scan, spec, extra=trained), set(trained)
-
-
-def neuron_pages(
-    *,
-    model_dir: str,
-    scan_dir: str,
-    out_dir: str,
-    model: str,
-    selection: dict,
-    partner: dict | None,
-    config: dict,
-    seed: int,
-    device: str,
-) -> None:
-    """One page per selected neuron and an index. `partner` = {"name", "scan", "role"} of the untrained
-    twin (role "twin") or of the trained model (role "trained")."""
-    scan = load_scan(scan_dir, model_dir=model_dir)
-    chosen, partner_chosen = _selections(scan, NeuronSpec(**selection, seed=seed), partner)
-    lm, tok = load_model(model_dir, resolve_device(device))
-    hooked = HookedModel(lm)
-    # every window any page shows, one forward per batch up to the deepest selected layer
-    windows: dict[Neuron, list[int]] = {}
-    for n in chosen:
-        shown = scan.tensor(n.hook, "top_window")[:, n.index].tolist()
-        shown += scan.tensor(n.hook, "interval_window")[:, :, n.index].flatten().tolist()
-        windows[n] = sorted({w for w in shown if w >= 0} | set(scan.random_windows.tolist()))
-    needed = sorted({w for ws in windows.values() for w in ws})
-    row_of = {w: i for i, w in enumerate(needed)}
-    acts = token_activations(hooked, scan.windows.ids[needed], list(chosen))
-    chosen_set = set(chosen)
-    pages, rows = {}, []
-    concentration = {h: token_concentration(scan, h) for h in {n.hook for n in chosen}}  # once per layer
-    for i, n in enumerate(chosen):
-        share, mode = concentration[n.hook]
-        same = []
-        for layer in range(scan.meta["n_layers"]):
-            unit_max = scan.tensor(f"mlp.{layer}", "max")
-            other = Neuron(layer, n.index)
-            mx = float(unit_max[n.index]) if n.index < unit_max.numel() else float("nan")
-            same.append((layer, mx, page_name(other) if other in chosen_set else None))
-        twin = None
-        if partner is not None:
-            twin = (partner["name"], f"../{partner['name']}/{page_name(n)}" if n in partner_chosen else None)
-        nav = {
-            "prev": page_name(chosen[i - 1]) if i > 0 else None,
-            "next": page_name(chosen[i + 1]) if i + 1 < len(chosen) else None,
-        }
-        token_acts = {w: acts[n][row_of[w]] for w in windows[n]}
-        page = dataset_page(model, n, scan, tok, token_acts, direct_logit_effect(hooked, n), nav, same, twin)
-        pages[page_name(n)] = page.html()
-        unit_max = float(scan.tensor(n.hook, "max")[n.index])
-        rows.append((n, unit_max, float(share[n.index]), tok.decode([int(mode[n.index])])))
-    pages["index.html"] = index_page(model, rows)
-    with atomic_path(out_dir, directory=True) as tmp:
-        for name, text in pages.items():
-            (tmp / name).write_text(text, encoding="utf-8")
-        selected = [
-            {
-                "neuron": n.name,
-                "layer": n.layer,
-                "index": n.index,
-                "max": mx,
-                "token_concentration": c,
-                "mode_token": t,
-                "page": page_name(n),
-            }
-            for n, mx, c, t in rows
-        ]
-        write_json(tmp / "selection.json", selected)
-        write_provenance(tmp, config, seed, model=model, n_pages=len(rows))
 
 
 def scan_summary(

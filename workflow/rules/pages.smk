@@ -1,0 +1,31 @@
+# Neuron pages: each selected neuron's dataset examples, and its EPO prompts and pruned examples
+# where those stages ran on it.
+# Stage functions: lmfeatures.stages.pages
+
+
+rule neuron_pages:
+    input:
+        model_dir=model_dir("{model}"),
+        scan_dir=scan_dir("{model}"),
+        partner_scan=lambda wc: [partner_of(wc.model)["scan"]] if partner_of(wc.model) else [],
+        prune_dir=lambda wc: [f"{RESULTS}/prune/{wc.model}"] if wc.model in config["prune"]["models"] else [],
+        epo_runs=lambda wc: [d for n in epo_neurons_of(wc.model) for d in epo_seed_dirs(wc.model, n)],
+    output:
+        out_dir=directory(f"{RESULTS}/neurons/{{model}}"),
+    log:
+        f"{RESULTS}/logs/neurons/{{model}}.log",
+    conda:
+        "../envs/lmfeatures.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        selection=neuron_spec(config),
+        partner=lambda wc: partner_of(wc.model),
+        config=config_part("seed", "device", "scan", "neurons"),
+        seed=config["seed"],
+        device=config["device"],
+        code=stage_code("pages"),
+    script:
+        "../scripts/neuron_pages.py"
