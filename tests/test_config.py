@@ -62,6 +62,30 @@ def test_default_and_test_configs_validate_and_fill_defaults():
             "'prune.proposer': './no-such-bert' is neither a directory with a saved fill-mask model nor a hub id",
         ),
         (lambda c: c["prune"].update(proposer="no-org/no-such-bert"), "in the local cache (nothing is downloaded"),
+        (lambda c: c.update(alignment={"models": ["neox-q"]}), "'alignment.models[0]': no model named 'neox-q'"),
+        (
+            lambda c: (c["models"][0].update(n_layers=1), c.update(alignment={"models": ["neox-s"]})),
+            "'alignment.models': every listed model has one layer",
+        ),
+        (
+            lambda c: c.update(alignment={"models": ["neox-s"], "features": [0, 64]}),
+            "'alignment.features[1]': feature 64 is out of range for resid.L of model neox-s (64 dimensions, 0-63)",
+        ),
+        (
+            lambda c: c.update(alignment={"models": ["neox-m"], "greedy_tokens": 129}),
+            "'alignment.greedy_tokens': 129 tokens do not fit the context of model neox-m (128 positions)",
+        ),
+        (
+            lambda c: c.update(alignment={"methods": ["greedy", "annealing"]}),
+            "'alignment.methods[1]': 'annealing' is not one of ['greedy', 'gradient', 'isolated', 'relaxed']",
+        ),
+        (
+            lambda c: (
+                c["models"].append({"name": "p70", "source": "EleutherAI/pythia-70m"}),
+                c.update(alignment={"sizes": ["neox-s", "p70"]}),
+            ),
+            "'alignment.sizes': these models do not share a tokenizer",
+        ),
     ],
 )
 def test_bad_config_names_the_key(mutate, message):

@@ -210,6 +210,23 @@ def test_pruning_tables_scores_and_report_section(run):
         assert f"<h2>{section}" in page
 
 
+def test_alignment_inputs_metrics_and_report_section(run):
+    from safetensors.torch import load_file
+
+    results = run / "results"
+    profiles = load_file(results / "alignment" / "micro-b" / "profiles.safetensors")
+    assert set(profiles) == {"embed", "resid.0", "resid.1"} and profiles["resid.1"].shape == (512, 32)
+    methods = json.loads((results / "alignment" / "micro-b" / "methods.json").read_text())
+    layer = methods["hooks"]["resid.1"]
+    assert {"exhaustive", "greedy", "gradient", "isolated", "relaxed"} <= layer.keys()
+    assert [g[0] for g in layer["greedy"]] == layer["exhaustive"]  # the first greedy step is the exhaustive winner
+    metrics = json.loads((results / "report" / "alignment" / "metrics.json").read_text())
+    assert metrics["twins"]["micro-a"]["twin"] == "micro-a-untrained"
+    assert [(p["a"], p["b"]) for p in metrics["sizes"]] == [("micro-a", "micro-b")]
+    html = " ".join((results / "report" / "index.html").read_text().split())
+    assert "Are features aligned across layers?" in html and "Across layers" in html and "Verdicts" in html
+
+
 def test_pruning_with_a_fill_mask_model(run, tmp_path):
     """prune.proposer set to a saved fill-mask model: its words become variants; a fill-mask model whose
     words are no tokens of the studied model's skips every neuron with the reason."""

@@ -97,6 +97,14 @@ def check_stages(config: dict) -> None:
                 raise ConfigError(
                     f"config key '{stage}.models[{i}]': no model named {name!r} (models: {', '.join(names)})"
                 )
+    alignment = config.get("alignment", {})
+    for key in ("models", "sizes"):
+        for i, name in enumerate(alignment.get(key, [])):
+            if name not in names:
+                raise ConfigError(
+                    f"config key 'alignment.{key}[{i}]': no model named {name!r} (models: {', '.join(names)})"
+                )
+    _check_same_tokenizer(config, alignment.get("sizes", []))
     epo = config.get("epo", {})
     fluency = epo.get("fluency_model")
     if fluency is not None and fluency not in names:
@@ -153,6 +161,23 @@ def fill_mask_path(source: str) -> Path:
     return path
 
 
+def _check_same_tokenizer(config: dict, names: list[str]) -> None:
+    """Models compared token by token (alignment.sizes) must share a tokenizer: the embedded family
+    shares one; a hub or path model has its own, so it is compared only with models of the same source."""
+    sources = {}
+    for name in names:
+        entry = model_entry(config, name)
+        if entry["source"] == UNTRAINED_TWIN:
+            entry = model_entry(config, entry["twin_of"])
+        sources[name] = "the embedded family's tokenizer" if entry["source"] == TRAIN else entry["source"]
+    if len(set(sources.values())) > 1:
+        listed = "; ".join(f"{n}: {s}" for n, s in sources.items())
+        raise ConfigError(
+            "config key 'alignment.sizes': these models do not share a tokenizer, so their single-token profiles "
+            f"cannot be compared token by token ({listed}); list models of one family"
+        )
+
+
 def model_shape(config: dict, entry: dict) -> dict | None:
     """Layers, MLP width and vocabulary size of a model, known before any job runs: from the
     config for the embedded family, from the module tree of config.json for a local or cached hub
@@ -160,9 +185,18 @@ def model_shape(config: dict, entry: dict) -> dict | None:
     if entry["source"] == UNTRAINED_TWIN:
         entry = model_entry(config, entry["twin_of"])
     if entry["source"] == TRAIN:
-        return {"n_layers": entry["n_layers"], "d_mlp": entry["d_mlp"], "vocab_size": config["tokenizer"]["vocab_size"]}
+        return {
+            "n_layers": entry["n_layers"],
+            "d_mlp": entry["d_mlp"],
+            "d_model": entry["d_model"],
+            "vocab_size": config["tokenizer"]["vocab_size"],
+            "n_positions": config["training"]["context_length"],
+        }
     path = saved_model_dir(entry["source"])
     return None if path is None else hub_model_shape(entry, path)
+
+
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "seq_length")  # a config's context length, by name
 
 
 def hub_model_shape(entry: dict, path: Path) -> dict:
@@ -189,7 +223,14 @@ def hub_model_shape(entry: dict, path: Path) -> dict:
             "stages read MLP neurons; its 'resid.L' and 'embed' hooks still work from Python "
             "(lmfeatures.hooks.HookedModel). If its blocks do hold a dense MLP, set module_paths.mlp_out"
         )
-    return {"n_layers": len(blocks), "d_mlp": d_mlp, "vocab_size": model.get_input_embeddings().weight.shape[0]}
+    n_positions = next((getattr(cfg, k) for k in POSITION_KEYS if isinstance(getattr(cfg, k, None), int)), None)
+    return {
+        "n_layers": len(blocks),
+        "d_mlp": d_mlp,
+        "d_model": model.get_input_embeddings().weight.shape[1],
+        "vocab_size": model.get_input_embeddings().weight.shape[0],
+        "n_positions": n_positions,
+    }
 
 
 def _check_neurons(config: dict, stage: str | None, shapes: dict[str, dict | None]) -> None:
@@ -239,6 +280,7 @@ def check_ranges(config: dict) -> None:
                     f"config key 'epo.top_k': {epo['top_k']} is not below the vocabulary of model {name} "
                     f"({shape['vocab_size']} tokens, special tokens included); use a smaller top_k"
                 )
+    _check_alignment_ranges(config.get("alignment", {}), shapes)
     if config["device"].startswith("cuda"):
         import torch
 
@@ -252,6 +294,34 @@ def check_ranges(config: dict) -> None:
                 f"config key 'device': {config['device']!r}, but this machine has {torch.cuda.device_count()} "
                 f"CUDA devices (cuda:0-{torch.cuda.device_count() - 1})"
             )
+
+
+def _check_alignment_ranges(alignment: dict, shapes: dict[str, dict | None]) -> None:
+    """Feature indices within every alignment model's width; input lengths within its context; at
+    least one model with two layers to compare."""
+    known = [shapes[n]["n_layers"] for n in alignment.get("models", []) if shapes[n] is not None]
+    if known and len(known) == len(alignment["models"]) and max(known) < 2:
+        raise ConfigError(
+            "config key 'alignment.models': every listed model has one layer, so no two layers can be compared; "
+            "list a model with two layers or more"
+        )
+    for name in alignment.get("models", []):
+        shape = shapes[name]
+        if shape is None:
+            continue
+        width = shape["d_model"] if alignment["kind"] == "resid" else shape["d_mlp"]
+        for i, index in enumerate(alignment["features"]):
+            if width is not None and index >= width:
+                raise ConfigError(
+                    f"config key 'alignment.features[{i}]': feature {index} is out of range for {alignment['kind']}.L "
+                    f"of model {name} ({width} dimensions, 0-{width - 1})"
+                )
+        for key in ("greedy_tokens", "gradient_tokens"):
+            if shape["n_positions"] is not None and alignment[key] > shape["n_positions"]:
+                raise ConfigError(
+                    f"config key 'alignment.{key}': {alignment[key]} tokens do not fit the context of model {name} "
+                    f"({shape['n_positions']} positions)"
+                )
 
 
 def neuron_spec(config: dict, stage: str | None = None) -> dict:

@@ -291,6 +291,7 @@ class HookedModel:
         attention_mask: Tensor | None = None,
         return_logits: bool = False,
         past_key_values=None,
+        block_input: tuple[Tensor, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """Forward pass that returns the requested activations.
 
@@ -302,6 +303,12 @@ class HookedModel:
         With `past_key_values` (a transformers Cache, e.g. DynamicCache), the inputs continue
         the cached prefix: positions, activations and logits are those of the continuation,
         and the cache is extended with it (stopping early leaves the later layers' unextended).
+
+        With `block_input` = (entry [batch], x [batch, pos, d_model]), row r enters block entry[r]
+        with x[r] in place of the residual stream: that block "without all preceding layers" when x
+        is the embedding (rows may enter at different blocks; a row whose entry is no block runs as
+        usual). The blocks before it still run (so masks and positions are the model's own), but
+        nothing of theirs reaches it.
 
         Nothing is detached and no_grad is not applied: callers that only read
         activations should wrap the call in torch.no_grad(); callers that need
@@ -341,6 +348,21 @@ class HookedModel:
 
         handles = []
         try:
+            if block_input is not None:
+                entry, replacement = block_input
+                for block in entry.unique().tolist():
+                    if not 0 <= block < self.n_layers:
+                        continue
+                    enters = (entry == block).to(replacement.device)[:, None, None]
+
+                    def substitute(mod, args, kwargs, enters=enters):
+                        hidden = args[0] if args else kwargs["hidden_states"]
+                        hidden = torch.where(enters, replacement.to(hidden.dtype), hidden)
+                        if args:
+                            return (hidden, *args[1:]), kwargs
+                        return args, {**kwargs, "hidden_states": hidden}
+
+                    handles.append(self._blocks[block].register_forward_pre_hook(substitute, with_kwargs=True))
             for name, (kind, layer) in parsed.items():
                 if kind == "embed" and inputs_embeds is None:
                     handles.append(self._embed.register_forward_hook(lambda mod, args, out, name=name: save(name, out)))

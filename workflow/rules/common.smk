@@ -100,6 +100,19 @@ def epo_targets():
     return [(m, n) for m in config["epo"]["models"] for n in epo_neurons_of(m)]
 
 
+def alignment_twins():
+    """{trained model: its untrained twin} for the pairs that alignment.models both lists."""
+    names = config["alignment"]["models"]
+    return {MODELS[n]["twin_of"]: n for n in names if n in TWINS and MODELS[n]["twin_of"] in names}
+
+
+def alignment_sizes_figure():
+    """The sizes figure, an output of alignment_summary when alignment.sizes lists two models or more."""
+    if len(config["alignment"]["sizes"]) < 2:
+        return {}
+    return {"sizes_figure": f"{RESULTS}/report/alignment/sizes.png"}
+
+
 def stage_code(stage):
     """Hash of lmfeatures.stages.<stage> and everything it imports (lmfeatures.io.code_version).
     Each job takes it as a param, so that a code change reruns the jobs that run that code."""

@@ -39,6 +39,13 @@ REPORT_SECTIONS = [
         on=bool(config["prune"]["models"]),
         off="Pruning is switched off in this configuration: list model names under `prune.models` to run it.",
     ),
+    report_section(
+        "alignment",
+        "Are features aligned across layers?",
+        rules.alignment_summary,
+        on=bool(config["alignment"]["models"]),
+        off="Alignment is switched off in this configuration: list model names under `alignment.models` to run it.",
+    ),
 ]
 
 
