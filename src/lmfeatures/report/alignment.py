@@ -139,13 +139,19 @@ def verdicts(metrics: dict, pooled: dict[str, torch.Tensor], seed: int) -> list[
         )
     agree = get("trained.methods.greedy_first_is_exhaustive")
     if agree:
-        grad = get("trained.methods.gradient_pinv_is_exhaustive")
-        relaxed = get("trained.methods.relaxed_is_exhaustive")
+
+        def share(key: str) -> str:
+            value = get(f"trained.methods.{key}")
+            return _fmt(value) if value else "n/a"
+
         out.append(
             f"**Agreement between methods.** Greedy search's first token is the exhaustive winner for {_fmt(agree)} "
-            f"of features (it must be: both read a one-token input); gradient ascent's pseudo-inverse decodings "
-            f"hit the exhaustive winner at {_fmt(grad) if grad else 'n/a'} of positions, the relaxed one-hot at "
-            f"{_fmt(relaxed) if relaxed else 'n/a'}."
+            f"of features (it must be: both read a one-token input). Gradient ascent's pseudo-inverse decodings hit "
+            f"the exhaustive winner at {share('gradient_pinv_is_exhaustive')} of positions and one of greedy's tokens "
+            f"at {share('gradient_pinv_in_greedy')}; the relaxed one-hot hits the exhaustive winner at "
+            f"{share('relaxed_is_exhaustive')}. The same feature index gives the same sequence in two layers for "
+            f"{share('greedy_same_across_layers')} of features (mean over layer pairs) by greedy search and "
+            f"{share('gradient_pinv_same_across_layers')} by gradient ascent (the essay's tables)."
         )
     return out
 
@@ -172,8 +178,8 @@ def heatmap_figure(metrics: dict, twins: dict[str, str], out) -> None:
                 axes[r, c].axis("off")
                 continue
             grid = np.array(metrics["models"][name]["heatmap"][variant])
-            sns.heatmap(grid, ax=axes[r, c], vmin=-1, vmax=1, cmap="vlag", cbar=False, square=True,
-                        annot=len(grid) <= 4, fmt=".1f", annot_kws={"size": 7})  # fmt: skip
+            sns.heatmap(grid, ax=axes[r, c], vmin=-1, vmax=1, cmap="vlag", cbar=c == len(columns) - 1,
+                        square=True, annot=len(grid) <= 6, fmt=".1f", annot_kws={"size": 6})  # fmt: skip
             axes[r, c].set_title(f"{name}\n{VARIANTS[variant]}", fontsize=8)
             axes[r, c].tick_params(labelsize=7)
     fig.tight_layout()
@@ -203,10 +209,13 @@ def distance_figure(metrics: dict, twins: dict[str, str], out) -> None:
                 lo = [min(n[k][1] for n in nulls) for k in d]
                 hi = [max(n[k][2] for n in nulls) for k in d]
                 ax.fill_between(d, lo, hi, color="0.6", alpha=0.35, label="nulls (95%)")
-        ax.set(title=trained, xlabel="layer distance", ylim=(-0.3, 1.05))
-    axes[0, 0].set_ylabel("mean Spearman, same index")
-    axes[0, -1].legend(fontsize=6, loc="lower left")
-    fig.tight_layout()
+        n_layers = metrics["models"][trained]["n_layers"]
+        ax.set(title=trained, xlabel="layer distance", ylim=(-0.3, 1.05), xlim=(0.5, n_layers - 0.5))
+        ax.set_xticks(range(1, n_layers))
+    axes[0, 0].set_ylabel("Spearman, same index")
+    handles, labels = axes[0, -1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     save_figure(fig, out, dpi=110)
 
 

@@ -243,10 +243,11 @@ def _method_metrics(found: dict, vocab: int, d_model: int, seed: int, pool, kind
         out[key] = _summary(values.float(), seed)
         pool(f"{kind_of_model}.methods.{key}", values.float())
 
+    pairs = [(a, b) for a in range(len(hooks)) for b in range(a + 1, len(hooks))]
+    greedy = None
     if "greedy" in hooks[0]:
         greedy = torch.tensor([h["greedy"] for h in hooks])  # [L, F, N]
         share((greedy[:, :, 0] == exhaustive).float().mean(0), "greedy_first_is_exhaustive")
-        pairs = [(a, b) for a in range(len(hooks)) for b in range(a + 1, len(hooks))]
         if pairs:
             same = torch.stack([sequence_agreement(greedy[a], greedy[b]) for a, b in pairs]).float().mean(0)
             share(same, "greedy_same_across_layers")
@@ -255,6 +256,12 @@ def _method_metrics(found: dict, vocab: int, d_model: int, seed: int, pool, kind
             continue
         pinv = torch.tensor([h[method]["pinv"] for h in hooks])  # [L, F, n]
         nearest = torch.tensor([h[method]["nearest"] for h in hooks])
+        if pairs:
+            same = torch.stack([sequence_agreement(pinv[a], pinv[b]) for a, b in pairs]).float().mean(0)
+            share(same, f"{method}_pinv_same_across_layers")
+        if greedy is not None:  # a decoded token that greedy search also chose, anywhere in its sequence
+            in_greedy = (pinv[..., :, None] == greedy[..., None, :]).any(-1)  # [L, F, n]
+            share(in_greedy.float().mean((0, 2)), f"{method}_pinv_in_greedy")
         share((pinv == features[None, :, None]).float().mean((0, 2)), f"{method}_pinv_is_index")
         share((nearest == features[None, :, None]).float().mean((0, 2)), f"{method}_nearest_is_index")
         share((pinv == exhaustive[:, :, None]).float().mean((0, 2)), f"{method}_pinv_is_exhaustive")
