@@ -34,3 +34,23 @@ def test_pandoc_renders_self_contained_html(tmp_path):
     assert "<table" in html and "<math" in html and 'id="TOC"' in html
     assert "data:image/png;base64" in html  # figure embedded: one self-contained file
     assert not (src / "index.html").exists()
+
+
+def test_code_in_a_table_cell_keeps_its_pipes_and_leading_spaces(tmp_path):
+    from lmfeatures.report.plotting import md_code
+
+    src = tmp_path / "report"
+    src.mkdir()
+    (src / "style.css").write_text("")
+    (src / "report.qmd").write_text("---\ntitle: T\n---\n\n{{< include t.md >}}\n")
+    table = tmp_path / "t.md"
+    text = "  x | y`z __init__ *a* \\"
+    table.write_text(f"| code | n |\n|---|---|\n| {md_code(text)} | 1 |\n")
+    out = tmp_path / "out" / "index.html"
+    render(str(src), {"t.md": str(table)}, str(out), "pandoc")
+    page = out.read_text()
+    cell = page[page.index("<code>") + 6 : page.index("</code>")]
+    import html
+
+    assert html.unescape(cell).replace("\u00a0", " ") == text  # shown exactly: no emphasis, no escapes
+    assert "<td>1</td>" in page  # the pipe did not split the row

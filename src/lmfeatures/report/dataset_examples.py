@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..io import atomic_path
 from ..scan import Scan
-from .plotting import md_cell, plt, save_figure, set_theme, sns
+from .plotting import md_code, plt, save_figure, set_theme, sns
 
 GALLERY_NEURONS = 2  # per model, by token concentration
 GALLERY_EXAMPLES = 3
@@ -54,7 +54,7 @@ def concentration_table(selections: dict[str, list[dict]], out_md: str, n: int =
         link = f"../neurons/{r['model']}/{r['page']}"
         lines.append(
             f"| {r['model']} | [{r['neuron']}]({link}) | {r['token_concentration']:.2f} | "
-            f"`{md_cell(r['mode_token'])}` | {r['max']:.2f} |"
+            f"{md_code(r['mode_token'])} | {r['max']:.2f} |"
         )
     with atomic_path(out_md) as tmp:
         tmp.write_text("\n".join(lines) + "\n")

@@ -36,6 +36,14 @@ def md_cell(text: str) -> str:
 
 
 def md_code(text: str) -> str:
-    """Text as inline code in a markdown table cell."""
-    code = md_cell(text).replace("`", "'")
-    return f"`{code}`" if code.strip() else "`(whitespace)`"
+    """Text as inline code in a markdown table cell, shown exactly. Inside a backtick span pandoc
+    shows an escaped pipe as the two characters \\|, so this is an HTML <code> whose content is
+    markdown-inert: every ASCII punctuation character as a numeric entity (no pipe splits the row, no
+    _ or * emphasises), spaces as no-break spaces (markdown collapses runs of spaces), newlines as ↵."""
+    if not text.strip():
+        return "<code>(whitespace)</code>"
+    inert = "".join(
+        "\u00a0" if c == " " else c if c.isalnum() or not c.isascii() else f"&#{ord(c)};"
+        for c in text.replace("\n", "↵")
+    )
+    return f"<code>{inert}</code>"
