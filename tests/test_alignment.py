@@ -6,7 +6,6 @@ from scipy.stats import spearmanr
 
 from lmfeatures.alignment import (
     best_match,
-    bootstrap_mean,
     derangement,
     paired_spearman,
     random_rotation,
@@ -14,6 +13,7 @@ from lmfeatures.alignment import (
     spearman_matrix,
     topk_jaccard,
 )
+from lmfeatures.stats import bootstrap_mean
 
 GEN = torch.Generator().manual_seed(0)
 A = torch.randn(50, 6, generator=GEN)

@@ -74,17 +74,6 @@ def random_rotation(n: int, seed: int) -> torch.Tensor:
     return (q * torch.sign(torch.diagonal(r))).float()
 
 
-def bootstrap_mean(values: torch.Tensor, seed: int = 0, n: int = 2000) -> tuple[float, float, float]:
-    """(mean, 2.5th and 97.5th percentile of the means of n resamples) of values [F] (NaN dropped)."""
-    values = values[~torch.isnan(values)].double()
-    if not len(values):
-        return float("nan"), float("nan"), float("nan")
-    gen = torch.Generator().manual_seed(seed)
-    means = values[torch.randint(len(values), (n, len(values)), generator=gen)].mean(1)
-    lo, hi = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-    return float(values.mean()), lo, hi
-
-
 def sequence_agreement(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a, b [F, n] token ids -> [F] bool: the generated sequences are identical."""
     return (a == b).all(1)

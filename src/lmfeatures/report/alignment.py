@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..alignment import bootstrap_mean
 from ..io import atomic_path
+from ..stats import bootstrap_mean
 from .plotting import markdown_table, md_code, plt, save_figure, set_theme, sns
 
 # A claim of alignment holds when the mean Spearman is at least MIN_ALIGNED and its 95% interval
@@ -260,19 +260,17 @@ def token_tables(found: dict, tokenizers: dict, twins: dict[str, str], kind: str
     names = [trained] + ([twins[trained]] if trained in twins else [])
     n = min(5, len(found[trained]["features"]))
     features = found[trained]["features"][:n]
-    methods = {
-        "exhaustive": lambda h, f: [h["exhaustive"][f]],
-        "greedy": lambda h, f: h["greedy"][f],
-        "gradient (pseudo-inverse)": lambda h, f: h["gradient"]["pinv"][f],
-        "gradient (nearest)": lambda h, f: h["gradient"]["nearest"][f],
-        "isolated block (pseudo-inverse)": lambda h, f: h["isolated"]["pinv"][f],
-        "relaxed one-hot": lambda h, f: h["relaxed"]["tokens"][f],
+    methods = {  # label: (the method's key in methods.json, the tokens it found for feature f at hook record h)
+        "exhaustive": ("exhaustive", lambda h, f: [h["exhaustive"][f]]),
+        "greedy": ("greedy", lambda h, f: h["greedy"][f]),
+        "gradient (pseudo-inverse)": ("gradient", lambda h, f: h["gradient"]["pinv"][f]),
+        "gradient (nearest)": ("gradient", lambda h, f: h["gradient"]["nearest"][f]),
+        "isolated block (pseudo-inverse)": ("isolated", lambda h, f: h["isolated"]["pinv"][f]),
+        "relaxed one-hot": ("relaxed", lambda h, f: h["relaxed"]["tokens"][f]),
     }
     lines = []
     first_hook = next(iter(found[trained]["hooks"].values()))
-    for method, tokens_of in methods.items():
-        key = method.split(" ")[0] if not method.startswith("isolated") else "isolated"
-        key = "relaxed" if method.startswith("relaxed") else key
+    for method, (key, tokens_of) in methods.items():
         if key not in first_hook:
             continue
         table = {"layer": list(range(len(found[trained]["hooks"])))}

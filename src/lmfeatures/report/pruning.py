@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from ..io import atomic_path
+from ..stats import bootstrap_mean
 from .plotting import markdown_table, md_cell, md_code, save_figure, set_theme, sns
 
 N2G_F1 = (
     "N2G reports F1 0.68 at layer 0 falling to 0.37 at layer 5 on a 6-layer SoLU model "
     "(its token baseline: 0.53 at layer 0)"
 )
-
-
-def bootstrap_mean(values: np.ndarray, seed: int = 0, n: int = 2000) -> tuple[float, float, float]:
-    """(mean, 2.5th, 97.5th percentile of the bootstrap means) of `values` (NaN dropped)."""
-    values = values[~np.isnan(values)]
-    if not len(values):
-        return float("nan"), float("nan"), float("nan")
-    means = np.random.default_rng(seed).choice(values, (n, len(values))).mean(1)
-    return float(values.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def f1_figure(scores: pd.DataFrame, out) -> None:

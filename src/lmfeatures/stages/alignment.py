@@ -14,7 +14,6 @@ from tqdm.auto import tqdm
 from ..alignment import (
     best_match,
     block_writes,
-    bootstrap_mean,
     by_distance,
     derangement,
     layer_pair_alignment,
@@ -34,6 +33,7 @@ from ..feature_inputs import (
 from ..hooks import HookedModel
 from ..io import atomic_path, read_json, write_json, write_provenance
 from ..models import load_model, resolve_device
+from ..stats import bootstrap_mean
 from ..tokenizer import load_tokenizer
 
 

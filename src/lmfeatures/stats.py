@@ -1,0 +1,18 @@
+"""Bootstrap intervals shared by the report sections and their stages. No file I/O."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def bootstrap_mean(values: torch.Tensor | np.ndarray, seed: int = 0, n: int = 2000) -> tuple[float, float, float]:
+    """(mean, 2.5th and 97.5th percentile of the means of n resamples) of values [F] (NaN dropped)."""
+    values = torch.as_tensor(values, dtype=torch.float64)
+    values = values[~torch.isnan(values)]
+    if not len(values):
+        return float("nan"), float("nan"), float("nan")
+    gen = torch.Generator().manual_seed(seed)
+    means = values[torch.randint(len(values), (n, len(values)), generator=gen)].mean(1)
+    lo, hi = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return float(values.mean()), lo, hi
