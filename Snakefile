@@ -12,6 +12,7 @@ include: "workflow/rules/scans.smk"
 include: "workflow/rules/epo.smk"
 include: "workflow/rules/prune.smk"
 include: "workflow/rules/alignment.smk"
+include: "workflow/rules/sae.smk"
 include: "workflow/rules/pages.smk"
 include: "workflow/rules/report.smk"
 

@@ -3,7 +3,7 @@
 # (end-to-end run included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+EXTRAS=dev,saelens bash scripts/setup.sh  # SAELens: the test that it loads our SAE files
 ruff check .
 ruff format --check .
 snakefmt --check .

@@ -86,11 +86,42 @@ def test_default_and_test_configs_validate_and_fill_defaults():
             ),
             "'alignment.sizes': these models do not share a tokenizer",
         ),
+        (lambda c: c["sae"].update(model="neox-q"), "'sae.model': no model named 'neox-q'"),
+        (lambda c: c["sae"].update(layer=2), "'sae.layer': layer 2 is outside neox-s (2 layers, 0-1)"),
+        (lambda c: c["sae"].update(k=2048), "'sae.k': 2048 must be below d_sae = expansion x d_mlp = 2048"),
+        (lambda c: c["sae"].update(expansion=0), "'sae.expansion': 0 is less than the minimum of 1"),
+        (lambda c: c["sae"].update(seeds=[0]), "'sae.seeds'"),
+        (lambda c: c["sae"].update(contrls=[]), "'sae.contrls': unknown key"),
+        (
+            lambda c: c["sae"].update(proxies=["for", "@keyword"]),
+            "'sae.proxies': proxy '@keyword' is not a known class",
+        ),
+        (lambda c: c["sae"]["thresholds"].update(universality=2), "'sae.thresholds.universality'"),
+        (
+            lambda c: (c["models"].pop(3), c["alignment"]["models"].remove("neox-s-untrained")),
+            "'sae.controls': 'untrained' needs an untrained twin of neox-s",
+        ),
     ],
 )
 def test_bad_config_names_the_key(mutate, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         _check(mutate)
+
+
+def test_sae_runs_of_the_default_config():
+    from lmfeatures.config import sae_runs
+
+    runs = sae_runs(load_config("config/config.yaml"))
+    assert runs == [
+        ("neox-s", "A"),
+        ("neox-s", "B"),
+        ("neox-s", "relu-A"),
+        ("neox-s", "random-A"),
+        ("neox-s", "random-B"),
+        ("neox-s-untrained", "A"),
+        ("neox-s-untrained", "B"),
+    ]
+    assert sae_runs(load_config("config/test.yaml")) == [("micro-a", "A"), ("micro-a", "B")]
 
 
 def test_error_is_one_line():

@@ -227,6 +227,34 @@ def test_alignment_inputs_metrics_and_report_section(run):
     assert "Are features aligned across layers?" in html and "Across layers" in html and "Verdicts" in html
 
 
+def test_sae_runs_checks_pages_and_report_section(run):
+    import pandas as pd
+
+    sae = run / "results" / "sae"
+    assert sorted(p.name for p in sae.iterdir()) == ["micro-a"]  # test.yaml: no untrained or random control
+    for name in ("A", "B"):
+        folder = sae / "micro-a" / "L0" / name
+        cfg = json.loads((folder / "cfg.json").read_text())
+        assert cfg["architecture"] == "topk" and cfg["d_in"] == 64 and cfg["d_sae"] == 256 and cfg["k"] == 4
+        assert cfg["metadata"]["hook_name"] == "mlp.0" and (folder / "sae_weights.safetensors").is_file()
+        evaluation = json.loads((folder / "evaluation.json").read_text())
+        assert evaluation["l0"] == pytest.approx(4.0, abs=0.01) and evaluation["explained_variance"] > 0.5
+        assert json.loads((folder / "provenance.json").read_text())["run"] == name
+    tables = {p.stem: pd.read_parquet(p) for p in (sae / "micro-a" / "L0" / "checks").glob("*.parquet")}
+    assert set(tables) == {"A", "B", "neurons"} and len(tables["neurons"]) == 64 and len(tables["A"]) == 256
+    assert {"precision", "recall", "ablation_mean_abs", "neuron_corr", "other_corr", "pass_all"} <= set(tables["A"])
+    pages = json.loads((sae / "micro-a" / "L0" / "pages" / "pages.json").read_text())["A"]
+    assert len(pages) == 4 and (sae / "micro-a" / "L0" / "pages" / "A" / f"F{pages[0]}.html").is_file()
+    html = " ".join((run / "results" / "report" / "index.html").read_text().split())
+    assert "Sparse autoencoder features" in html and "The document's features" in html
+    assert "neurons of micro-a" in html and "Against the layer's neurons on the three shared checks" in html
+    neuron_pages = list((run / "results" / "neurons" / "micro-a").glob("L0N*.html"))
+    section = neuron_pages[0].read_text()
+    assert "Most correlated SAE features" in section
+    links = re.findall(r'href="(\.\./\.\./sae/[^"]+)"', section)
+    assert all((neuron_pages[0].parent / link).resolve().is_file() for link in links)
+
+
 def test_pruning_with_a_fill_mask_model(run, tmp_path):
     """prune.proposer set to a saved fill-mask model: its words become variants; a fill-mask model whose
     words are no tokens of the studied model's skips every neuron with the reason."""
@@ -284,6 +312,21 @@ def test_probe_cli_prints_plain_activations_when_piped(run):
     assert "\x1b[" not in out.stdout and "max " in out.stdout and "rank" in out.stdout
     bad = subprocess.run(cmd[:-7] + ["--layer", "9", "--neuron", "0", "x"], cwd=run, capture_output=True, text=True)
     assert bad.returncode == 2 and "out of range" in bad.stderr
+
+
+def test_probe_cli_lists_sae_features(run):
+    cmd = [sys.executable, "-m", "lmfeatures", "probe", "--config", str(REPO / "config" / "test.yaml")]
+    cmd += ["--model", "micro-a", "--sae", "results/sae/micro-a/L0/A", "--top", "3", "def f(x):"]
+    out = subprocess.run(cmd, cwd=run, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "mlp.0" in out.stdout and "feature" in out.stdout.splitlines()[1]
+    bad = subprocess.run(
+        cmd[:-6] + ["--model", "micro-b", "--sae", "results/sae/micro-a/L0/A", "--top", "3", "x"],
+        cwd=run,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "reads 64 dimensions, but mlp.0 of this model has" in bad.stderr
 
 
 def test_unavailable_hub_model_stops_at_once(tmp_path, monkeypatch):

@@ -281,6 +281,7 @@ def check_ranges(config: dict) -> None:
                     f"({shape['vocab_size']} tokens, special tokens included); use a smaller top_k"
                 )
     _check_alignment_ranges(config.get("alignment", {}), shapes)
+    _check_sae(config, shapes)
     if config["device"].startswith("cuda"):
         import torch
 
@@ -322,6 +323,75 @@ def _check_alignment_ranges(alignment: dict, shapes: dict[str, dict | None]) -> 
                     f"config key 'alignment.{key}': {alignment[key]} tokens do not fit the context of model {name} "
                     f"({shape['n_positions']} positions)"
                 )
+
+
+def sae_run_names(sae: dict) -> list[str]:
+    """The checked runs of the `sae:` section, one per seed: A, B, C, ..."""
+    return [chr(ord("A") + i) for i in range(len(sae["seeds"]))]
+
+
+def sae_twin(config: dict) -> str | None:
+    """The untrained twin of sae.model that the `untrained` control trains on (None: no such control)."""
+    sae = config.get("sae", {})
+    if not sae.get("model") or "untrained" not in sae["controls"]:
+        return None
+    twins = [m["name"] for m in config["models"] if m.get("twin_of") == sae["model"]]
+    return twins[0] if twins else None
+
+
+def sae_runs(config: dict) -> list[tuple[str, str]]:
+    """(model, run) of every SAE the config trains: runs A, B, ... of sae.model, "relu-A" when
+    sae.relu_run, "random-A", "random-B", ... with the random control, and A, B, ... of the twin
+    with the untrained control."""
+    sae = config.get("sae", {})
+    if not sae.get("model"):
+        return []
+    names = sae_run_names(sae)
+    runs = [(sae["model"], r) for r in names]
+    if sae["relu_run"] and sae["architecture"] != "relu":
+        runs.append((sae["model"], "relu-A"))
+    if "random" in sae["controls"]:
+        runs += [(sae["model"], f"random-{r}") for r in names]
+    twin = sae_twin(config)
+    if twin:
+        runs += [(twin, r) for r in names]
+    return runs
+
+
+def _check_sae(config: dict, shapes: dict[str, dict | None]) -> None:
+    """sae.model exists, has neurons and the layer; k fits d_sae; the untrained control has a twin."""
+    from .proxies import ProxyError, check_proxies
+
+    sae = config.get("sae", {})
+    if not sae.get("model"):
+        return
+    names = [m["name"] for m in config["models"]]
+    if sae["model"] not in names:
+        raise ConfigError(f"config key 'sae.model': no model named {sae['model']!r} (models: {', '.join(names)})")
+    if "untrained" in sae["controls"] and sae_twin(config) is None:
+        raise ConfigError(
+            f"config key 'sae.controls': 'untrained' needs an untrained twin of {sae['model']} in models "
+            f"(add {{name: {sae['model']}-untrained, source: untrained-twin, twin_of: {sae['model']}}}) or drop it"
+        )
+    try:
+        check_proxies(sae["proxies"])
+    except ProxyError as err:
+        raise ConfigError(f"config key 'sae.proxies': {err}") from None
+    shape = shapes.get(sae["model"])
+    if shape is None:
+        return
+    if shape["d_mlp"] is None:
+        raise ConfigError(f"config key 'sae.model': {sae['model']} has no MLP neurons to train an SAE on")
+    if sae["layer"] >= shape["n_layers"]:
+        raise ConfigError(
+            f"config key 'sae.layer': layer {sae['layer']} is outside {sae['model']} "
+            f"({shape['n_layers']} layers, 0-{shape['n_layers'] - 1})"
+        )
+    d_sae = sae["expansion"] * shape["d_mlp"]
+    if sae["k"] >= d_sae:
+        raise ConfigError(
+            f"config key 'sae.k': {sae['k']} must be below d_sae = expansion x d_mlp = {d_sae} for {sae['model']}"
+        )
 
 
 def neuron_spec(config: dict, stage: str | None = None) -> dict:

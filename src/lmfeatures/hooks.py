@@ -29,7 +29,7 @@ check out stops there with one line naming the hook and the key to set.
     acts["mlp.3"].shape  # [batch, pos, d_mlp]
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
@@ -292,6 +292,7 @@ class HookedModel:
         return_logits: bool = False,
         past_key_values=None,
         block_input: tuple[Tensor, Tensor] | None = None,
+        edit: dict[str, Callable[[Tensor], Tensor]] | None = None,
     ) -> dict[str, Tensor]:
         """Forward pass that returns the requested activations.
 
@@ -310,6 +311,10 @@ class HookedModel:
         usual). The blocks before it still run (so masks and positions are the model's own), but
         nothing of theirs reaches it.
 
+        With `edit` = {"mlp.L": f}, the MLP output projection of block L reads f(acts) in place of
+        its input acts [batch, pos, d_mlp] (f returns the same shape): e.g. an SAE's reconstruction
+        spliced in, or a neuron zeroed. A hook requested at an edited point returns f's output.
+
         Nothing is detached and no_grad is not applied: callers that only read
         activations should wrap the call in torch.no_grad(); callers that need
         gradients w.r.t. inputs_embeds get them.
@@ -320,6 +325,10 @@ class HookedModel:
             raise ValueError("give exactly one of input_ids or inputs_embeds")
         names = list(dict.fromkeys(hooks))  # de-duplicated, in request order
         parsed = {name: self.check_hook(name) for name in names}
+        edit = edit or {}
+        for name in edit:
+            if self.check_hook(name)[0] != "mlp":
+                raise ValueError(f"edit supports 'mlp.<layer>' hook points only, not {name!r}")
         if not names and not return_logits:
             return {}
 
@@ -363,6 +372,15 @@ class HookedModel:
                         return args, {**kwargs, "hidden_states": hidden}
 
                     handles.append(self._blocks[block].register_forward_pre_hook(substitute, with_kwargs=True))
+            for name, fn in edit.items():
+
+                def replace_input(mod, args, fn=fn):
+                    acts = args[0]
+                    edited = fn(acts.unflatten(0, (batch, pos)) if acts.dim() == 2 else acts)
+                    return (edited.reshape(acts.shape).to(acts.dtype), *args[1:])
+
+                # registered before the capturing hooks, so a capture at this point sees the edit
+                handles.append(self._mlp_outs[self.check_hook(name)[1]].register_forward_pre_hook(replace_input))
             for name, (kind, layer) in parsed.items():
                 if kind == "embed" and inputs_embeds is None:
                     handles.append(self._embed.register_forward_hook(lambda mod, args, out, name=name: save(name, out)))

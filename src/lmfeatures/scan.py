@@ -366,20 +366,35 @@ def in_memory(hook: str, shape: tuple[int, int]) -> np.ndarray:
     return np.empty(shape, dtype=np.float16)
 
 
+@dataclass
+class DerivedHook:
+    """Units computed from a hook point, scanned like one: e.g. an SAE's features from mlp.L."""
+
+    source: str  # the hook point read, e.g. "mlp.0"
+    compute: Callable[[torch.Tensor], torch.Tensor]  # [batch, pos, source dim] -> [batch, pos, width]
+    width: int
+
+
 def scan(
     model: HookedModel,
     windows: Windows,
     cfg: ScanConfig,
     allocate: Callable[[str, tuple[int, int]], np.ndarray] = in_memory,
     desc: str = "scan",
+    derived: dict[str, DerivedHook] | None = None,
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """Run the scan. Returns (tensors by '{hook}.{field}' name, {hook: window-max table}).
 
     Each hook's window-max table, float16 [windows, units], comes from `allocate(hook, shape)`:
     an array in RAM by default, or a memory-mapped file to keep RAM bounded for large corpora.
+    `derived` adds units computed from hook points ({name: DerivedHook}), scanned exactly like the
+    hooks of cfg.kinds: an SAE is one more hook to scan.
     """
-    hooks = _hook_names(model, cfg.kinds)
-    dims = {h: model.d_mlp if h.startswith("mlp") else model.d_model for h in hooks}
+    derived = derived or {}
+    hooks = _hook_names(model, cfg.kinds) + list(derived)
+    dims = {h: model.d_mlp if h.startswith("mlp") else model.d_model for h in _hook_names(model, cfg.kinds)}
+    dims |= {name: d.width for name, d in derived.items()}
+    sources = _hook_names(model, cfg.kinds) + [d.source for d in derived.values()]
     device = model.device
     n_win = len(windows.doc)
     n_tokens = int((cfg.context_length - windows.valid_from).sum())
@@ -396,7 +411,8 @@ def scan(
             real = torch.arange(b0, b0 + cfg.batch_size) < n_win
             ids = windows.ids[rows].to(device)
             valid = ((positions[None, :] >= windows.valid_from[rows, None]) & real[:, None]).to(device)
-            acts = model.run(hooks, input_ids=ids)
+            acts = model.run(sources, input_ids=ids)
+            acts |= {name: d.compute(acts[d.source]) for name, d in derived.items()}
             n_real = int(real.sum())
             for h in hooks:
                 try:
@@ -458,7 +474,13 @@ def _interval_share(hist: torch.Tensor, width: torch.Tensor, unit_max: torch.Ten
 
 
 def scan_meta(
-    model_name: str, model_dir: str | Path, model: HookedModel, cfg: ScanConfig, windows: Windows, doc_ids: list[str]
+    model_name: str,
+    model_dir: str | Path,
+    model: HookedModel,
+    cfg: ScanConfig,
+    windows: Windows,
+    doc_ids: list[str],
+    derived: list[str] = (),
 ) -> dict:
     return {
         "format": SCAN_FORMAT,
@@ -469,7 +491,7 @@ def scan_meta(
         "d_mlp": model.d_mlp,
         "d_model": model.d_model,
         "scan_config": asdict(cfg),
-        "hooks": _hook_names(model, cfg.kinds),
+        "hooks": _hook_names(model, cfg.kinds) + list(derived),
         "n_windows": len(windows.doc),
         "skipped_short_docs": windows.skipped_short_docs,
         "doc_ids": doc_ids,

@@ -16,3 +16,13 @@ def bootstrap_mean(values: torch.Tensor | np.ndarray, seed: int = 0, n: int = 20
     means = values[torch.randint(len(values), (n, len(values)), generator=gen)].mean(1)
     lo, hi = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
     return float(values.mean()), lo, hi
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float, float]:
+    """(share, lower, upper) of a binomial proportion with Wilson's 95% score interval; NaN for n = 0."""
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return p, centre - half, centre + half

@@ -14,7 +14,7 @@ rule alignment_inputs:
         model=one_of(config["alignment"]["models"]),
     conda:
         "../envs/lmfeatures.yaml"
-    threads: 2
+    threads: config["job_threads"]
     resources:
         mem_mb=4000,
         runtime=30,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from snakemake.utils import min_version
 
-from lmfeatures.config import neuron_spec, validate_config
+from lmfeatures.config import neuron_spec, sae_runs, sae_twin, validate_config
 from lmfeatures.io import code_version
 from lmfeatures.models import TRAIN, UNTRAINED_TWIN, check_hub_source
 
@@ -111,6 +111,25 @@ def alignment_sizes_figure():
     if len(config["alignment"]["sizes"]) < 2:
         return {}
     return {"sizes_figure": f"{RESULTS}/report/alignment/sizes.png"}
+
+
+SAE_RUNS = sae_runs(config)  # (model, run) of every SAE the config trains
+SAE_MODELS = list(dict.fromkeys(m for m, _ in SAE_RUNS))
+
+
+def sae_dir(model, what):
+    """results/sae/{model}/L{layer}/{what}: a run's SAE, or "checks" / "pages"."""
+    return f"{RESULTS}/sae/{model}/L{config['sae']['layer']}/{what}"
+
+
+def sae_run_dirs(model=None):
+    """The SAE folders of one model (all models: None)."""
+    return [sae_dir(m, r) for m, r in SAE_RUNS if model in (None, m)]
+
+
+def sae_checks_input(model):
+    """The checks folder as a list: [] unless the model is the SAE stage's model."""
+    return [sae_dir(model, "checks")] if model == config["sae"]["model"] else []
 
 
 def stage_code(stage):

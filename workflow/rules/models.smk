@@ -68,7 +68,7 @@ rule hub_model:
         model=one_of(HUB),
     conda:
         "../envs/lmfeatures.yaml"
-    threads: 2
+    threads: config["job_threads"]
     resources:
         mem_mb=16000,
         runtime=60,

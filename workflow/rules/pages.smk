@@ -1,5 +1,5 @@
-# Neuron pages: each selected neuron's dataset examples, and its EPO prompts and pruned examples
-# where those stages ran on it.
+# Neuron pages: each selected neuron's dataset examples, and its EPO prompts, pruned examples and
+# most correlated SAE features where those stages ran on it.
 # Stage functions: lmfeatures.stages.pages
 
 
@@ -10,13 +10,15 @@ rule neuron_pages:
         partner_scan=lambda wc: [partner_of(wc.model)["scan"]] if partner_of(wc.model) else [],
         prune_dir=lambda wc: [f"{RESULTS}/prune/{wc.model}"] if wc.model in config["prune"]["models"] else [],
         epo_runs=lambda wc: [d for n in epo_neurons_of(wc.model) for d in epo_seed_dirs(wc.model, n)],
+        sae_checks=lambda wc: sae_checks_input(wc.model),
+        sae_pages=lambda wc: [sae_dir(wc.model, "pages")] if sae_checks_input(wc.model) else [],
     output:
         out_dir=directory(f"{RESULTS}/neurons/{{model}}"),
     log:
         f"{RESULTS}/logs/neurons/{{model}}.log",
     conda:
         "../envs/lmfeatures.yaml"
-    threads: 2
+    threads: config["job_threads"]
     resources:
         mem_mb=4000,
         runtime=30,

@@ -15,7 +15,7 @@ rule prune_neurons:
         model=one_of(config["prune"]["models"]),
     conda:
         "../envs/lmfeatures.yaml"
-    threads: 2
+    threads: config["job_threads"]
     resources:
         mem_mb=4000,
         runtime=30,

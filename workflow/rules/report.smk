@@ -46,6 +46,13 @@ REPORT_SECTIONS = [
         on=bool(config["alignment"]["models"]),
         off="Alignment is switched off in this configuration: list model names under `alignment.models` to run it.",
     ),
+    report_section(
+        "sae",
+        "Sparse autoencoder features",
+        rules.sae_summary,
+        on=bool(config["sae"]["model"]),
+        off="The SAE stage is switched off in this configuration: name a model under `sae.model` to run it.",
+    ),
 ]
 
 

@@ -12,7 +12,7 @@ rule scan:
         f"{RESULTS}/logs/scans/{{model}}.log",
     conda:
         "../envs/lmfeatures.yaml"
-    threads: 2
+    threads: config["job_threads"]
     resources:
         mem_mb=8000,
         runtime=60,

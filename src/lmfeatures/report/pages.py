@@ -128,8 +128,10 @@ def dataset_page(
     nav: dict[str, str | None],
     same_index: list[tuple[int, float, str | None]],
     twin: tuple[str, str] | None,
+    heading: str | None = None,
 ) -> NeuronPage:
-    """A neuron's page with its dataset sections. token_acts maps window id -> [pos] activations of this neuron."""
+    """A neuron's page with its dataset sections. token_acts maps window id -> [pos] activations of this neuron.
+    `neuron` may be any unit with .hook, .index, .layer and .name (an SAE feature: give `heading`)."""
     h, u = neuron.hook, neuron.index
     scale = float(scan.tensor(h, "max")[u])
     ids = scan.windows.ids
@@ -190,8 +192,8 @@ def dataset_page(
     nav_links = f"{link('← previous', nav.get('prev'))} {link('next →', nav.get('next'))} {link('index', 'index.html')}"
     header = f"""<nav>{nav_links}
 {twin_html}</nav>
-<h1>{html.escape(model_name)} · layer {neuron.layer} · neuron {u}</h1>
-<p>Same index in every layer (max activation): {same}</p>"""
+<h1>{html.escape(heading or f"{model_name} · layer {neuron.layer} · neuron {u}")}</h1>
+{f"<p>Same index in every layer (max activation): {same}</p>" if same_index else ""}"""
     page = NeuronPage(f"{model_name} {neuron.name}", header)
     scanned = (
         f"<p>{scan.meta['n_tokens']:,} held-out tokens scanned in windows of "
@@ -266,6 +268,61 @@ def pruning_page_section(frame, evaluation: dict) -> str:
             f"<details{' open' if k == 0 else ''}><summary>top example #{example + 1}</summary>{table}</details>"
         )
     return intro + "".join(tables)
+
+
+def correlated_features_section(features: list[tuple[int, float, str | None]]) -> str:
+    """The neuron page's list of the SAE features most correlated with it: (feature, Pearson r, page link)."""
+    cells = [(f'<a href="{link}">F{f}</a>' if link else f"F{f}", r) for f, r, link in features]
+    rows = "".join(f"<tr><td>{cell}</td><td>{r:+.3f}</td></tr>" for cell, r in cells)
+    return f'<table class="stats"><tr><th>feature</th><th>Pearson r over tokens</th></tr>{rows}</table>'
+
+
+def feature_checks_section(row: dict, thresholds: dict) -> str:
+    """An SAE feature's five checks: value, threshold, pass / fail; its best proxy's counts per activation bin."""
+    checks = [
+        (
+            "specificity",
+            f"precision of proxy {row['best_proxy']!r}",
+            row["precision"],
+            f">= {thresholds['specificity']}",
+        ),
+        ("sensitivity", f"recall of proxy {row['best_proxy']!r}", row["recall"], f">= {thresholds['sensitivity']}"),
+        (
+            "downstream",
+            "mean |Δ log p(next token)| when removed",
+            row["ablation_mean_abs"],
+            f">= {thresholds['downstream']}",
+        ),
+        (
+            "not_a_neuron",
+            f"max |r| with a neuron (neuron {row.get('best_neuron', '?')})",
+            row.get("neuron_corr"),
+            f"< {thresholds['not_a_neuron']}",
+        ),
+        (
+            "universality",
+            f"best r with the other run (F{row.get('other_unit', '?')})",
+            row.get("other_corr"),
+            f">= {thresholds['universality']}",
+        ),
+    ]
+    body = "".join(
+        f"<tr><td>{name}</td><td>{html.escape(what)}</td><td>{'' if value is None else f'{value:.3f}'}</td>"
+        f"<td>{limit}</td><td>{'pass' if row[f'pass_{name}'] else 'fail'}</td></tr>"
+        for name, what, value, limit in checks
+    )
+    bins = len(row["hist_all"])
+    hist = "".join(
+        f"<tr><td>({i / bins:.1f}, {(i + 1) / bins:.1f}] × max</td><td>{int(a)}</td><td>{int(b)}</td></tr>"
+        for i, (a, b) in enumerate(zip(row["hist_in_proxy"], row["hist_all"]))
+    )
+    return (
+        '<table class="stats"><tr><th>check</th><th>measured</th><th>value</th><th>threshold</th><th></th></tr>'
+        f"{body}</table>"
+        f"<p>Log-likelihood ratio log P(fires | {html.escape(repr(row['best_proxy']))}) / P(fires | not): "
+        f"{row['llr']:.2f}. Firing tokens per activation bin, in the proxy class and in all:</p>"
+        f'<table class="stats"><tr><th>activation</th><th>in class</th><th>all</th></tr>{hist}</table>'
+    )
 
 
 def index_page(model_name: str, rows: list[tuple[Neuron, float, float, str]]) -> str:

@@ -7,12 +7,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from safetensors.torch import load_file
 
 from ..hooks import HookedModel
 from ..io import atomic_path, read_json, write_json, write_provenance
 from ..models import load_model, resolve_device
 from ..neurons import Neuron, NeuronSpec, direct_logit_effect, resolve_neurons, token_activations, token_concentration
-from ..report.pages import dataset_page, epo_section, index_page, page_name, pruning_page_section
+from ..report.pages import (
+    correlated_features_section,
+    dataset_page,
+    epo_section,
+    index_page,
+    page_name,
+    pruning_page_section,
+)
 from ..scan import Scan, load_scan
 
 
@@ -46,6 +54,26 @@ def _other_stages(prune_dir: list[str], epo_runs: list[str]) -> tuple[dict, dict
     return evaluations, folder, frontiers
 
 
+def _correlated_features(sae_checks: list[str], sae_pages: list[str], chosen: list[Neuron], top: int = 8):
+    """{neuron of the SAE's layer: [(feature, Pearson r, link to its page or None)]}, the `top` by |r|."""
+    if not sae_checks:
+        return {}
+    checks, pages = Path(sae_checks[0]), Path(sae_pages[0])
+    layer = read_json(checks / "provenance.json")["layer"]
+    corr = load_file(str(checks / "neuron_correlations.safetensors"))["A.neurons"]  # [d_sae, d_mlp]
+    paged = set(read_json(pages / "pages.json")["A"])
+    folder = (
+        f"../../sae/{checks.parent.parent.name}/{checks.parent.name}/pages/A"  # checks: sae/{model}/L{layer}/checks
+    )
+    found = {}
+    for n in chosen:
+        if n.layer == layer:
+            r = corr[:, n.index]
+            best = r.abs().topk(min(top, len(r))).indices.tolist()
+            found[n] = [(f, float(r[f]), f"{folder}/F{f}.html" if f in paged else None) for f in best]
+    return found
+
+
 def neuron_pages(
     *,
     model_dir: str,
@@ -53,6 +81,8 @@ def neuron_pages(
     out_dir: str,
     prune_dir: list[str],
     epo_runs: list[str],
+    sae_checks: list[str],
+    sae_pages: list[str],
     model: str,
     selection: dict,
     partner: dict | None,
@@ -80,6 +110,7 @@ def neuron_pages(
     row_of = {w: i for i, w in enumerate(needed)}
     acts = token_activations(hooked, scan.windows.ids[needed], list(chosen))
     chosen_set = set(chosen)
+    correlated = _correlated_features(sae_checks, sae_pages, chosen)
     pages, rows = {}, []
     concentration = {h: token_concentration(scan, h) for h in {n.hook for n in chosen}}  # once per layer
     for i, n in enumerate(chosen):
@@ -105,6 +136,8 @@ def neuron_pages(
         if n in pruned:
             frame = pd.read_parquet(pruned_in[n] / f"{n.name}.parquet")
             page.add("Minimal activating examples and variants", pruning_page_section(frame, pruned[n]))
+        if n in correlated:
+            page.add("Most correlated SAE features (run A)", correlated_features_section(correlated[n]))
         pages[page_name(n)] = page.html()
         rows.append((n, unit_max, float(share[n.index]), tok.decode([int(mode[n.index])])))
     pages["index.html"] = index_page(model, rows)

@@ -1,0 +1,116 @@
+# Sparse autoencoder features (seed 004): SAEs trained per run, the five checks on every unit of
+# every dictionary (SAE runs, neurons, untrained-twin and random-decoder SAEs), feature pages and
+# the report's pieces.
+# Stage functions: lmfeatures.stages.sae
+
+
+rule sae_train:
+    input:
+        model_dir=model_dir("{model}"),
+        corpus_dir=rules.corpus.output.out_dir,
+    output:
+        out_dir=directory(f"{RESULTS}/sae/{{model}}/L{{layer}}/{{run}}"),
+    log:
+        f"{RESULTS}/logs/sae/{{model}}/L{{layer}}/{{run}}.log",
+    wildcard_constraints:
+        model=one_of(SAE_MODELS),
+        layer=str(config["sae"]["layer"]),
+        run=one_of(sorted({r for _, r in SAE_RUNS})),
+    conda:
+        "../envs/lmfeatures.yaml"
+    threads: config["job_threads"]
+    resources:
+        mem_mb=6000,
+        runtime=30,
+    params:
+        sae_params=config["sae"],
+        context_length=config["scan"]["context_length"],
+        config=config_part("seed", "device", "corpus", "scan", "sae"),
+        seed=config["seed"],
+        device=config["device"],
+        code=stage_code("sae"),
+    script:
+        "../scripts/sae_train.py"
+
+
+rule sae_checks:
+    input:
+        model_dir=model_dir("{model}"),
+        corpus_dir=rules.corpus.output.out_dir,
+        run_dirs=lambda wc: sae_run_dirs(wc.model),
+    output:
+        out_dir=directory(f"{RESULTS}/sae/{{model}}/L{{layer}}/checks"),
+    log:
+        f"{RESULTS}/logs/sae/{{model}}/L{{layer}}/checks.log",
+    wildcard_constraints:
+        model=one_of(SAE_MODELS),
+        layer=str(config["sae"]["layer"]),
+    conda:
+        "../envs/lmfeatures.yaml"
+    threads: config["job_threads"]
+    resources:
+        mem_mb=6000,
+        runtime=30,
+    params:
+        with_neurons=lambda wc: wc.model == config["sae"]["model"] and "neurons" in config["sae"]["controls"],
+        sae_params=config["sae"],
+        context_length=config["scan"]["context_length"],
+        config=config_part("seed", "device", "corpus", "scan", "sae"),
+        seed=config["seed"],
+        device=config["device"],
+        code=stage_code("sae"),
+    script:
+        "../scripts/sae_checks.py"
+
+
+rule sae_pages:
+    input:
+        model_dir=model_dir("{model}"),
+        run_dir=sae_dir("{model}", "A"),
+        checks_dir=sae_dir("{model}", "checks"),
+    output:
+        out_dir=directory(f"{RESULTS}/sae/{{model}}/L{{layer}}/pages"),
+    log:
+        f"{RESULTS}/logs/sae/{{model}}/L{{layer}}/pages.log",
+    wildcard_constraints:
+        model=config["sae"]["model"] or "(?!)",
+        layer=str(config["sae"]["layer"]),
+    conda:
+        "../envs/lmfeatures.yaml"
+    threads: config["job_threads"]
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        n_pages=config["sae"]["pages"],
+        thresholds=config["sae"]["thresholds"],
+        config=config_part("seed", "device", "sae"),
+        seed=config["seed"],
+        device=config["device"],
+        code=stage_code("sae"),
+    script:
+        "../scripts/sae_pages.py"
+
+
+rule sae_summary:
+    input:
+        run_dirs=sae_run_dirs(),
+        checks_dirs=[sae_dir(m, "checks") for m in SAE_MODELS],
+        pages=sae_dir(config["sae"]["model"], "pages"),
+    output:
+        evaluation=f"{RESULTS}/report/sae/evaluation.csv",
+        scatter=f"{RESULTS}/report/sae/universality.png",
+        specificity=f"{RESULTS}/report/sae/specificity.png",
+        section=f"{RESULTS}/report/sae/summary.md",
+    log:
+        f"{RESULTS}/logs/report/sae_summary.log",
+    conda:
+        "../envs/lmfeatures.yaml"
+    params:
+        model=config["sae"]["model"],
+        twin=sae_twin(config),
+        sae_params=config["sae"],
+        seed=config["seed"],
+        code=stage_code("sae"),
+    script:
+        "../scripts/sae_summary.py"
