@@ -38,7 +38,7 @@ class CheckThresholds:
 
     specificity: float = 0.5  # precision of the best proxy at least this
     sensitivity: float = 0.5  # recall of the best proxy at least this
-    downstream: float = 0.01  # mean |Δ log p| in nats at least this
+    downstream: float = 0.05  # mean |Δ log p| in nats at least this (the next token 5% more or less likely)
     not_a_neuron: float = 0.5  # max |r| with a neuron below this
     universality: float = 0.5  # best activation r with the other dictionary at least this
 

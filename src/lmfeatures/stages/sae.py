@@ -224,7 +224,7 @@ def _dictionaries(run_dirs: list[str], hooked: HookedModel, with_neurons: bool) 
     for path in run_dirs:
         name = Path(path).name
         if not name.startswith("relu-"):
-            found[name] = load_sae(path, hooked)[0]
+            found[name] = load_sae(path, hooked)[0].to(hooked.device)
     if with_neurons:
         found[NEURONS] = None
     return found
@@ -340,7 +340,7 @@ def _window_reads(
         base.append(next_token_logprobs(hooked, batch, {hook: lambda a, x=x: x}).cpu())
         reads.append(x.cpu())
         rows = ((row_window >= b) & (row_window < b + len(batch))).nonzero()[:, 0]
-        activation[rows] = z[row_window[rows] - b, :, row_unit[rows].to(z.device)].cpu()
+        activation[rows] = z[(row_window[rows] - b).to(z.device), :, row_unit[rows].to(z.device)].cpu()
     return reads and torch.cat(reads), base and torch.cat(base), activation
 
 
@@ -489,6 +489,7 @@ def sae_pages(
     lm, tok = load_model(model_dir, resolve_device(device))
     hooked = HookedModel(lm)
     sae, hook = load_sae(run_dir, hooked)
+    sae = sae.to(hooked.device)
     run = Path(run_dir).name
     table = read_checks(checks_dir)[run].set_index("unit")
     scan = load_scan(Path(checks_dir) / "scan", model_dir=model_dir)
