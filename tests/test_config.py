@@ -96,9 +96,11 @@ def test_default_and_test_configs_validate_and_fill_defaults():
             lambda c: c["sae"].update(proxies=["for", "@keyword"]),
             "'sae.proxies': proxy '@keyword' is not a known class",
         ),
-        (lambda c: c["sae"]["thresholds"].update(universality=2), "'sae.thresholds.universality'"),
+        (lambda c: c["sae"].update(thresholds={"universality": 2}), "'sae.thresholds.universality'"),
         (
-            lambda c: (c["models"].pop(3), c["alignment"]["models"].remove("neox-s-untrained")),
+            lambda c: (
+                [c["models"].pop(3)] + [c[s]["models"].remove("neox-s-untrained") for s in ("alignment", "prune")]
+            ),
             "'sae.controls': 'untrained' needs an untrained twin of neox-s",
         ),
     ],

@@ -73,13 +73,13 @@ def test_pass_rule():
         "specificity": torch.tensor([0.9, 0.4, 0.9, 0.9]),
         "sensitivity": torch.tensor([0.6, 0.9, 0.9, 0.9]),
         "downstream": torch.tensor([0.06, 0.05, math.nan, 0.04]),
-        "not_a_neuron": torch.tensor([0.2, 0.2, 0.2, math.nan]),
+        "not_a_neuron": torch.tensor([0.2, 0.5, 0.2, math.nan]),
         "universality": torch.tensor([0.5, 0.9, 0.9, 0.9]),
     }
     verdict = passes(values, CheckThresholds())
     assert verdict["specificity"].tolist() == [True, False, True, True]
     assert verdict["downstream"].tolist() == [True, True, False, False]  # NaN (never measured) fails
-    assert verdict["not_a_neuron"].tolist() == [True, True, True, False]  # n/a fails
+    assert verdict["not_a_neuron"].tolist() == [True, False, True, False]  # at the threshold or n/a fails
     assert verdict["universality"].tolist() == [True, True, True, True]  # at the threshold passes
 
 
