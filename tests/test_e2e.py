@@ -246,8 +246,8 @@ def test_sae_runs_checks_pages_and_report_section(run):
     pages = json.loads((sae / "micro-a" / "L0" / "pages" / "pages.json").read_text())["A"]
     assert len(pages) == 4 and (sae / "micro-a" / "L0" / "pages" / "A" / f"F{pages[0]}.html").is_file()
     html = " ".join((run / "results" / "report" / "index.html").read_text().split())
-    assert "Sparse autoencoder features" in html and "The document's features" in html
-    assert "neurons of micro-a" in html and "Against the layer's neurons on the three shared checks" in html
+    assert "Sparse autoencoder features" in html and "Seed 004 found full-stop" in html
+    assert "neurons of micro-a" in html and "on the three shared checks" in html
     neuron_pages = list((run / "results" / "neurons" / "micro-a").glob("L0N*.html"))
     section = neuron_pages[0].read_text()
     assert "Most correlated SAE features" in section
@@ -321,12 +321,12 @@ def test_probe_cli_lists_sae_features(run):
     assert out.returncode == 0, out.stderr
     assert "mlp.0" in out.stdout and "feature" in out.stdout.splitlines()[1]
     bad = subprocess.run(
-        cmd[:-6] + ["--model", "micro-b", "--sae", "results/sae/micro-a/L0/A", "--top", "3", "x"],
+        cmd[:6] + ["--model", "micro-b", "--layer", "1", "--sae", "results/sae/micro-a/L0/A", "--top", "3", "x"],
         cwd=run,
         capture_output=True,
         text=True,
     )
-    assert bad.returncode == 2 and "reads 64 dimensions, but mlp.0 of this model has" in bad.stderr
+    assert bad.returncode == 2 and "--layer 1, but the SAE at results/sae/micro-a/L0/A reads mlp.0" in bad.stderr
 
 
 def test_unavailable_hub_model_stops_at_once(tmp_path, monkeypatch):
