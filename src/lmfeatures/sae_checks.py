@@ -59,11 +59,11 @@ class CheckAccumulator:
         f64 = torch.float64
         self.n = 0
         self.sums = {"u": torch.zeros(n_units, dtype=f64), "u2": torch.zeros(n_units, dtype=f64)}
-        self.fires = torch.zeros(n_units, dtype=f64)
         self.class_count = torch.zeros(n_classes, dtype=f64)
-        self.fire_class = torch.zeros(n_units, n_classes, dtype=f64)
         self.unit_max = unit_max.float().clamp(min=1e-12)
-        self.class_hist = torch.zeros(n_units * HIST_BINS, n_classes + 1, dtype=f64)  # last column: all tokens
+        # firing tokens per (unit, activation bin) in each class, last column all of them: the
+        # per-unit counts of firing tokens and of firing tokens in each class are its sums over bins
+        self.class_hist = torch.zeros(n_units * HIST_BINS, n_classes + 1, dtype=f64)
         self.pairs: dict[str, Tensor] = {}
         for key, width in (("neurons", n_neurons), ("other", n_other)):
             if width is not None:
@@ -78,16 +78,13 @@ class CheckAccumulator:
         self.n += len(units)
         self.sums["u"] += units.sum(0).double()
         self.sums["u2"] += units.pow(2).sum(0).double()
-        firing = units > 0
-        self.fires += firing.sum(0).double()
         cls = classes.float()
         self.class_count += cls.sum(0).double()
-        sparse_units = _to_sparse_t(units)
-        self.fire_class += torch.sparse.mm(_to_sparse_t(firing.float()), cls).double()
-        token, unit = firing.nonzero(as_tuple=True)
+        token, unit = (units > 0).nonzero(as_tuple=True)
         bins = (units[token, unit] / self.unit_max[unit] * HIST_BINS).long().clamp(0, HIST_BINS - 1)
         rows = torch.cat([cls[token], torch.ones(len(token), 1)], dim=1)
         self.class_hist.index_add_(0, unit * HIST_BINS + bins, rows.double())
+        sparse_units = _to_sparse_t(units) if self.pairs else None
         for key, values in (("neurons", neurons), ("other", other)):
             if key in self.pairs:
                 values = values.float().cpu()
@@ -107,21 +104,23 @@ class CheckAccumulator:
         """Per unit [U]: best proxy (class index, by F1; -1 where the unit never fires), its
         precision, recall, F1 and log-likelihood ratio log P(fire | class) / P(fire | not class)
         (fires and class counts smoothed by 0.5), and the unit's density."""
-        fires, cls, both = self.fires[:, None], self.class_count[None, :], self.fire_class
+        per_unit = self.class_hist.view(-1, HIST_BINS, self.class_hist.shape[1]).sum(1)
+        both, all_fires = per_unit[:, :-1], per_unit[:, -1]
+        fires, cls = all_fires[:, None], self.class_count[None, :]
         precision = (both / fires).nan_to_num(0.0)
         recall = (both / cls).nan_to_num(0.0)
         f1 = (2 * precision * recall / (precision + recall)).nan_to_num(0.0)
         best = f1.argmax(1)
         pick = lambda t: t.gather(1, best[:, None])[:, 0]  # noqa: E731
         p_in = (pick(both) + 0.5) / (pick(cls.expand_as(both)) + 1)
-        p_out = (self.fires - pick(both) + 0.5) / (self.n - pick(cls.expand_as(both)) + 1)
+        p_out = (all_fires - pick(both) + 0.5) / (self.n - pick(cls.expand_as(both)) + 1)
         return {
-            "best_proxy": torch.where(self.fires > 0, best, -1),
+            "best_proxy": torch.where(all_fires > 0, best, -1),
             "precision": pick(precision).float(),
             "recall": pick(recall).float(),
             "f1": pick(f1).float(),
             "llr": (p_in / p_out).log().float(),
-            "density": (self.fires / self.n).float(),
+            "density": (all_fires / self.n).float(),
         }
 
     def best_class_hist(self, best: Tensor) -> tuple[Tensor, Tensor]:
@@ -155,11 +154,16 @@ def logit_weights(
     return hi.indices, hi.values, lo.indices, -lo.values
 
 
+def target_logprobs(logits: Tensor, ids: Tensor) -> Tensor:
+    """log p(ids[:, t + 1]) [batch, pos - 1] from logits [batch, pos, vocab] of ids [batch, pos]."""
+    logits = logits[:, :-1].float()
+    return logits.gather(2, ids[:, 1:, None])[..., 0] - logits.logsumexp(-1)  # no full log_softmax: 2x faster
+
+
 @torch.no_grad()
 def next_token_logprobs(model: HookedModel, ids: Tensor, edit: dict | None = None) -> Tensor:
     """log p(ids[:, t + 1] | ids[:, :t + 1]) [batch, pos - 1] of ids [batch, pos], with `edit` applied."""
-    logits = model.run([], input_ids=ids, return_logits=True, edit=edit)["logits"][:, :-1].float()
-    return logits.gather(2, ids[:, 1:, None])[..., 0] - logits.logsumexp(-1)  # no full log_softmax: 2x faster
+    return target_logprobs(model.run([], input_ids=ids, return_logits=True, edit=edit)["logits"], ids)
 
 
 @torch.no_grad()

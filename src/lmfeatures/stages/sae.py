@@ -39,7 +39,6 @@ from ..sae import (
 )
 from ..sae_checks import (
     CHECKS,
-    HIST_BINS,
     CheckAccumulator,
     CheckThresholds,
     ablation_effects,
@@ -48,6 +47,7 @@ from ..sae_checks import (
     logit_weights,
     next_token_logprobs,
     passes,
+    target_logprobs,
 )
 from ..scan import DerivedHook, ScanConfig, Windows, load_scan, make_windows, scan_meta
 from ..scan import scan as run_scan
@@ -146,15 +146,13 @@ def evaluate_sae(model: HookedModel, sae: SparseAutoencoder, layer: int, windows
         ids = windows.ids[rows].to(model.device)
         valid = _valid(windows, rows, context).to(model.device)
         predicted = valid[:, :-1]  # positions with a next token
-        target = ids[:, 1:, None]
         runs = {
             "clean": model.run([hook], input_ids=ids, return_logits=True),
             "spliced": model.run([], input_ids=ids, return_logits=True, edit={hook: sae}),
             "zero_ablated": model.run([], input_ids=ids, return_logits=True, edit={hook: torch.zeros_like}),
         }
         for name, out in runs.items():
-            nll = -out["logits"][:, :-1].float().log_softmax(-1).gather(2, target)[..., 0]
-            losses[name] += float(nll[predicted].sum())
+            losses[name] -= float(target_logprobs(out["logits"], ids)[predicted].sum())
         n_predicted += int(predicted.sum())
         x = runs["clean"][hook][valid].float()
         z = sae.encode(x)
@@ -210,7 +208,7 @@ def _labelled_windows(tokenizer, texts: list[str], proxies: list[str], context_l
     """Held-out windows and their proxy labels bool [windows, pos, classes]."""
     windows = _windows(tokenizer, texts, context_length, max_tokens)
     used = windows.doc.unique().tolist()  # label only the documents the token budget reaches
-    docs, used_labels = document_labels(tokenizer, [texts[d] for d in used], proxies)
+    _, used_labels = document_labels(tokenizer, [texts[d] for d in used], proxies)
     labels = dict(zip(used, used_labels))
     window_labels = torch.stack(
         [labels[d][s : s + context_length] for d, s in zip(windows.doc.tolist(), windows.start.tolist())]
@@ -396,7 +394,7 @@ def _check_table(name, sae, other, acc, scan_result, windows, hooked, layer, tok
         }
     )
     nan = torch.full((n_units,), math.nan)
-    best_neuron, neuron_r = nan, nan
+    neuron_r = nan
     if sae is not None:
         corr = acc.correlation("neurons")
         best_neuron, neuron_r = best_match(corr.abs())
@@ -430,7 +428,6 @@ def _check_table(name, sae, other, acc, scan_result, windows, hooked, layer, tok
         frame[f"pass_{check}"] = (verdicts[check] & live).numpy()
     applicable = [c for c in CHECKS if not (sae is None and c in ("not_a_neuron", "universality"))]
     frame["pass_all"] = frame[[f"pass_{c}" for c in applicable]].all(axis=1)
-    frame.attrs["hist_bins"] = HIST_BINS
     return frame
 
 
