@@ -265,7 +265,7 @@ def _check_neurons(config: dict, stage: str | None, shapes: dict[str, dict | Non
 
 def check_ranges(config: dict) -> None:
     """Values the config already determines, checked before any job runs: neurons and layers
-    against each model's shape, epo.top_k against the vocabulary, a CUDA device that exists."""
+    against each model's shape, epo.top_k against the vocabulary."""
     shapes = {m["name"]: model_shape(config, m) for m in config["models"]}  # each config.json read once
     _check_neurons(config, None, shapes)
     for stage in STAGES_ON_MODELS:
@@ -282,6 +282,10 @@ def check_ranges(config: dict) -> None:
                 )
     _check_alignment_ranges(config.get("alignment", {}), shapes)
     _check_sae(config, shapes)
+
+
+def check_device(config: dict) -> None:
+    """A CUDA device the config names exists on this machine."""
     if config["device"].startswith("cuda"):
         import torch
 
@@ -404,8 +408,9 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
     return yaml.safe_load(Path(path).read_text())
 
 
-def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
-    """Check `config` in place and fill schema defaults (via snakemake.utils.validate); returns it."""
+def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH, *, devices_here: bool = True) -> dict:
+    """Check `config` in place and fill schema defaults (via snakemake.utils.validate); returns it.
+    devices_here=False skips check_device, for a host that submits the jobs to other machines."""
     from snakemake.utils import validate
 
     check_schema(config, load_schema(schema_path))
@@ -413,6 +418,8 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict
     check_models(config)
     check_stages(config)
     check_ranges(config)
+    if devices_here:
+        check_device(config)
     return config
 
 

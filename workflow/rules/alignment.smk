@@ -16,8 +16,7 @@ rule alignment_inputs:
         "../envs/lmfeatures.yaml"
     threads: config["job_threads"]
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **job_resources(30, studied_model, gpu=True),
     params:
         alignment_params=config["alignment"],
         config=config_part("seed", "device", "alignment"),
@@ -42,6 +41,8 @@ rule alignment_summary:
         f"{RESULTS}/logs/report/alignment_summary.log",
     conda:
         "../envs/lmfeatures.yaml"
+    resources:
+        **job_resources(15),
     params:
         names=config["alignment"]["models"],
         kinds={m: model_kind(m) for m in config["alignment"]["models"]},

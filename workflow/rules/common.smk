@@ -1,18 +1,36 @@
 # Config validation and the helpers every rule file uses.
+import functools
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 from snakemake.utils import min_version
 
-from lmfeatures.config import neuron_spec, sae_runs, sae_twin, validate_config
+from lmfeatures.config import check_device, neuron_spec, sae_runs, sae_twin, validate_config
 from lmfeatures.io import code_version
 from lmfeatures.models import TRAIN, UNTRAINED_TWIN, check_hub_source
+from lmfeatures.resources import (
+    check_gpu_requests,
+    check_partitions,
+    mem_mb,
+    n_parameters,
+    proposer_parameters,
+    runtime_minutes,
+)
 
 min_version("8.0")
 
 
-validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+# The CUDA device is checked where the jobs run: here before the first job when they run here (the
+# executor is known only at onstart), at once inside a job on a cluster node, never on a login node.
+validate_config(config, workflow.source_path("../schemas/config.schema.yaml"), devices_here=workflow.remote_exec)
+
+
+onstart:
+    if workflow.local_exec:
+        check_device(config)
 
 RESULTS = config["results"]
 REPORT_DIR = Path(workflow.basedir) / "report"
@@ -132,6 +150,7 @@ def sae_checks_input(model):
     return [sae_dir(model, "checks")] if model == config["sae"]["model"] else []
 
 
+@functools.cache  # each stage's code is hashed once per parse, not once per rule
 def stage_code(stage):
     """Hash of lmfeatures.stages.<stage> and everything it imports (lmfeatures.io.code_version).
     Each job takes it as a param, so that a code change reruns the jobs that run that code."""
@@ -141,3 +160,48 @@ def stage_code(stage):
 def report_section(name, title, rule, on=True, off=""):
     """An entry of the report's section registry (workflow/rules/report.smk)."""
     return {"name": name, "title": title, "pieces": list(rule.output), "on": on, "off": off}
+
+
+# --- what each job asks the scheduler for (workflow/profiles/*; README, "On a cluster") ------------
+PARAMETERS = {n: n_parameters(config, n) for n in MODELS}
+GPUS = 1 if config["device"].startswith("cuda") else 0  # one GPU for each device-heavy job
+
+
+def job_resources(minutes, parameters=lambda wc: 0, training=False, gpu=False):
+    """A rule's resources: memory and time limit sized from `parameters(wildcards)`, the parameters
+    of the models the job loads (lmfeatures.resources), and a GPU when `gpu` and device is cuda."""
+    return {
+        "mem_mb": lambda wc: mem_mb(parameters(wc), training=training),
+        "runtime": lambda wc: runtime_minutes(parameters(wc), minutes),
+        "gpu": GPUS if gpu else 0,
+    }
+
+
+def studied_model(wc):
+    return PARAMETERS[wc.model]
+
+
+def studied_and_fluency_models(wc):
+    name = config["epo"]["fluency_model"]
+    return PARAMETERS[wc.model] + (PARAMETERS[name] if name else 0)
+
+
+def studied_model_and_proposer(wc):
+    return PARAMETERS[wc.model] + proposer_parameters(config)
+
+
+def requested_resources():
+    """The profile's / command line's resource settings, raw: {"default-resources": {...},
+    "set-resources RULE": {...}}."""
+    settings = workflow.resource_settings
+    found = {"default-resources": settings.default_resources or {}}
+    found.update({f"set-resources {rule}": values for rule, values in settings.overwrite_resources.items()})
+    return {where: {k: getattr(v, "raw", v) for k, v in values.items()} for where, values in found.items()}
+
+
+# Requests a cluster would refuse or waste stop the run here, before any job is submitted.
+REQUESTED = requested_resources()
+check_gpu_requests(config["device"], REQUESTED)
+if any("slurm_partition" in v for v in REQUESTED.values()) and not workflow.remote_exec and shutil.which("sinfo"):
+    sinfo = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, check=True)
+    check_partitions(REQUESTED, sinfo.stdout.split())

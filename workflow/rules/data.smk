@@ -10,8 +10,7 @@ rule corpus:
     conda:
         "../envs/lmfeatures.yaml"
     resources:
-        mem_mb=4000,
-        runtime=20,
+        **job_resources(20),
     params:
         corpus=config["corpus"],
         config=config_part("seed", "corpus"),
@@ -31,8 +30,7 @@ rule tokenizer:
     conda:
         "../envs/lmfeatures.yaml"
     resources:
-        mem_mb=4000,
-        runtime=20,
+        **job_resources(20),
     params:
         tokenizer=config["tokenizer"],
         config=config_part("seed", "corpus", "tokenizer"),
@@ -53,8 +51,7 @@ rule tokens:
     conda:
         "../envs/lmfeatures.yaml"
     resources:
-        mem_mb=4000,
-        runtime=20,
+        **job_resources(20),
     params:
         config=config_part("seed", "corpus", "tokenizer"),
         seed=config["seed"],

@@ -12,6 +12,8 @@ checkpoint epo_neurons:
         f"{RESULTS}/logs/epo/{{model}}/neurons.log",
     conda:
         "../envs/lmfeatures.yaml"
+    resources:
+        **job_resources(15, studied_model),
     params:
         selection=neuron_spec(config, "epo"),
         seed=config["seed"],
@@ -35,8 +37,7 @@ rule epo_run:
         "../envs/lmfeatures.yaml"
     threads: config["epo"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **job_resources(30, studied_and_fluency_models, gpu=True),
     params:
         method="epo",
         epo_params=config["epo"],
@@ -71,6 +72,8 @@ rule epo_fluency:
         f"{RESULTS}/logs/epo/{{model}}/real_text_xent.log",
     conda:
         "../envs/lmfeatures.yaml"
+    resources:
+        **job_resources(15, studied_and_fluency_models),
     params:
         epo_params=config["epo"],
         seed=config["seed"],
@@ -96,6 +99,8 @@ rule epo_compare:
     conda:
         "../envs/lmfeatures.yaml"
     threads: 1
+    resources:
+        **job_resources(15, studied_and_fluency_models),
     params:
         epo_params=config["epo"],
         config=config_part("seed", "device", "epo", "scan"),
@@ -116,6 +121,8 @@ rule epo_summary:
         f"{RESULTS}/logs/report/epo_summary.log",
     conda:
         "../envs/lmfeatures.yaml"
+    resources:
+        **job_resources(15),
     params:
         labels=lambda wc: [f"{m} {n}" for m, n in epo_targets()],
         runs_per_key=lambda wc: [epo_run_dirs(m, n) for m, n in epo_targets()],

@@ -16,8 +16,7 @@ rule train_model:
         "../envs/lmfeatures.yaml"
     threads: config["training"]["threads"]
     resources:
-        mem_mb=6000,
-        runtime=60,
+        **job_resources(60, studied_model, training=True, gpu=True),
     params:
         entry=lambda wc: MODELS[wc.model],
         training=config["training"],
@@ -43,8 +42,7 @@ rule untrained_twin:
         "../envs/lmfeatures.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        **job_resources(20, studied_model),
     params:
         entry=lambda wc: MODELS[wc.model],
         twin=lambda wc: MODELS[MODELS[wc.model]["twin_of"]],
@@ -70,8 +68,7 @@ rule hub_model:
         "../envs/lmfeatures.yaml"
     threads: config["job_threads"]
     resources:
-        mem_mb=16000,
-        runtime=60,
+        **job_resources(60, studied_model, gpu=True),
     params:
         entry=lambda wc: MODELS[wc.model],
         training=config["training"],

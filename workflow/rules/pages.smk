@@ -20,8 +20,7 @@ rule neuron_pages:
         "../envs/lmfeatures.yaml"
     threads: config["job_threads"]
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **job_resources(30, studied_model),
     params:
         selection=neuron_spec(config),
         partner=lambda wc: partner_of(wc.model),

@@ -17,8 +17,7 @@ rule prune_neurons:
         "../envs/lmfeatures.yaml"
     threads: config["job_threads"]
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **job_resources(30, studied_model_and_proposer, gpu=True),
     params:
         prune_params=config["prune"],
         selection=neuron_spec(config, "prune"),
@@ -42,6 +41,8 @@ rule prune_summary:
         f"{RESULTS}/logs/report/prune_summary.log",
     conda:
         "../envs/lmfeatures.yaml"
+    resources:
+        **job_resources(15),
     params:
         kinds={m: model_kind(m) for m in config["prune"]["models"]},
         epo_targets=lambda wc: [{"model": m, "neuron": n, "runs": epo_seed_dirs(m, n)} for m, n in pruned_epo_targets()],

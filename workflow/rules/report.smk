@@ -14,6 +14,8 @@ rule model_summary:
         f"{RESULTS}/logs/report/model_summary.log",
     conda:
         "../envs/lmfeatures.yaml"
+    resources:
+        **job_resources(15),
     params:
         code=stage_code("report"),
     script:
@@ -68,6 +70,8 @@ rule report:
         f"{RESULTS}/logs/report/report.log",
     conda:
         "../envs/lmfeatures.yaml"
+    resources:
+        **job_resources(15),
     params:
         sections=[{k: s[k] for k in ("name", "title", "on", "off")} for s in REPORT_SECTIONS],
         renderer=config["report"]["renderer"],

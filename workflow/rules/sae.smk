@@ -20,8 +20,7 @@ rule sae_train:
         "../envs/lmfeatures.yaml"
     threads: config["job_threads"]
     resources:
-        mem_mb=6000,
-        runtime=30,
+        **job_resources(30, studied_model, gpu=True),
     params:
         sae_params=config["sae"],
         context_length=config["scan"]["context_length"],
@@ -49,8 +48,7 @@ rule sae_checks:
         "../envs/lmfeatures.yaml"
     threads: config["job_threads"]
     resources:
-        mem_mb=6000,
-        runtime=30,
+        **job_resources(30, studied_model, gpu=True),
     params:
         with_neurons=lambda wc: wc.model == config["sae"]["model"] and "neurons" in config["sae"]["controls"],
         sae_params=config["sae"],
@@ -79,8 +77,7 @@ rule sae_pages:
         "../envs/lmfeatures.yaml"
     threads: config["job_threads"]
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **job_resources(30, studied_model),
     params:
         n_pages=config["sae"]["pages"],
         thresholds=config["sae"]["thresholds"],
@@ -106,6 +103,8 @@ rule sae_summary:
         f"{RESULTS}/logs/report/sae_summary.log",
     conda:
         "../envs/lmfeatures.yaml"
+    resources:
+        **job_resources(15),
     params:
         model=config["sae"]["model"],
         twin=sae_twin(config),

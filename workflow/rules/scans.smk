@@ -14,8 +14,7 @@ rule scan:
         "../envs/lmfeatures.yaml"
     threads: config["job_threads"]
     resources:
-        mem_mb=8000,
-        runtime=60,
+        **job_resources(60, studied_model, gpu=True),
     params:
         scan=config["scan"],
         config=config_part("seed", "device", "corpus", "scan"),
@@ -39,6 +38,8 @@ rule scan_summary:
         f"{RESULTS}/logs/report/scan_summary.log",
     conda:
         "../envs/lmfeatures.yaml"
+    resources:
+        **job_resources(15),
     params:
         names=list(MODELS),
         kinds={n: model_kind(n) for n in MODELS},
