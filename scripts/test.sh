@@ -3,7 +3,7 @@
 # (end-to-end run included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS=dev,saelens bash scripts/setup.sh  # SAELens: the test that it loads our SAE files
+EXTRAS=dev,saelens,cluster bash scripts/setup.sh  # SAELens: the test that it loads our SAE files; cluster: the SLURM test
 ruff check .
 ruff format --check .
 snakefmt --check .

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from workflow_runs import snakemake
 
 # Micro models are tiny: one thread avoids oversubscribing the 2 cores (and is deterministic).
 torch.set_num_threads(1)
@@ -19,3 +20,14 @@ def small_tokenizer(small_corpus):
     from lmfeatures.tokenizer import TokenizerConfig, train_tokenizer
 
     return train_tokenizer(small_corpus[0]["train"], TokenizerConfig(vocab_size=400))
+
+
+@pytest.fixture(scope="session")
+def e2e_run(tmp_path_factory):
+    """The workflow run on config/test.yaml in a temporary folder (the end-to-end and cluster tests)."""
+    from lmfeatures.micro import save_local_model
+
+    workdir = tmp_path_factory.mktemp("e2e")
+    save_local_model("qwen3", str(workdir / "local-models" / "qwen3-micro"))  # test.yaml's qwen3-local
+    snakemake(workdir)
+    return workdir

@@ -6,43 +6,16 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from workflow_runs import REPO, snakemake
 
-from lmfeatures.micro import save_local_model
-
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        "--configfile",
-        str(REPO / "config" / "test.yaml"),
-        *args,
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    return result
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("e2e")
-    save_local_model("qwen3", str(workdir / "local-models" / "qwen3-micro"))  # test.yaml's qwen3-local
-    snakemake(workdir)
-    return workdir
+def run(e2e_run):
+    return e2e_run
 
 
 def test_report_has_model_table_and_curves(run):

@@ -11,7 +11,15 @@ from lmfeatures.hooks import HookedModel
 from lmfeatures.micro import micro_model
 from lmfeatures.stages import epo as stage
 
-PARAMS = {"n_tokens": 4, "population": 3, "children": 4, "top_k": 8, "iterations": 30, "restart_every": 10}
+PARAMS = {
+    "n_tokens": 4,
+    "population": 3,
+    "children": 4,
+    "top_k": 8,
+    "iterations": 30,
+    "restart_every": 10,
+    "checkpoint_every": 25,
+}
 
 
 def _save(path, small_tokenizer, seed):
@@ -59,7 +67,9 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, small_tokenizer, mon
     checkpoint = tmp_path / ".killed.checkpoint.pt"
     assert checkpoint.is_file() and not (tmp_path / "killed").exists()
     assert torch.load(checkpoint, weights_only=False)["state"].iteration == 25
-    _run(model_a, tmp_path / "killed")  # resumes at iteration 25
+    capsys.readouterr()
+    _run(model_a, tmp_path / "killed")
+    assert "at iteration 25" in capsys.readouterr().err
     (fa, ha), (fk, hk) = _result(tmp_path / "full-a"), _result(tmp_path / "killed")
     assert fa == fk and ha.equals(hk) and not checkpoint.exists()
     # a checkpoint of model a is not resumed for model b

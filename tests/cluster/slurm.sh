@@ -56,9 +56,9 @@ done
 if ((${#need[@]})); then
     [[ $(id -u) == 0 ]] || skip "not root, so cannot install ${need[*]}"
     command -v apt-get >/dev/null || skip "no apt-get to install ${need[*]}"
+    mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
     echo "installing ${need[*]}"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        $(printf '%s\n' "${need[@]}" | sort -u); } >"$dir/apt.log" 2>&1 \
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } >"$dir/apt.log" 2>&1 \
         || skip "apt-get could not install ${need[*]} (see $dir/apt.log)"
 fi
 export PATH=$PATH:/usr/sbin
@@ -131,7 +131,8 @@ AccountingStorageHost=localhost
 AccountingStoragePort=$dbd_port
 AccountingStoragePass=$dir/munge/munge.socket
 JobAcctGatherType=jobacct_gather/linux
-JobAcctGatherFrequency=30
+JobAcctGatherFrequency=1
+AccountingStoreFlags=job_comment
 MinJobAge=300
 NodeName=localhost CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP

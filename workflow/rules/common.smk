@@ -170,11 +170,11 @@ GPUS = 1 if config["device"].startswith("cuda") else 0  # one GPU for each devic
 def job_resources(minutes, parameters=lambda wc: 0, training=False, gpu=False):
     """A rule's resources: memory and time limit sized from `parameters(wildcards)`, the parameters
     of the models the job loads (lmfeatures.resources), and a GPU when `gpu` and device is cuda."""
-    return {
+    sized = {
         "mem_mb": lambda wc: mem_mb(parameters(wc), training=training),
         "runtime": lambda wc: runtime_minutes(parameters(wc), minutes),
-        "gpu": GPUS if gpu else 0,
     }
+    return {**sized, "gpu": GPUS} if gpu and GPUS else sized  # no gpu key at all: Kubernetes reads gpu=0 as a request
 
 
 def studied_model(wc):

@@ -60,8 +60,9 @@ REPORT_SECTIONS = [
 
 rule report:
     input:
-        source=REPORT_DIR / "report.qmd",
-        texts=[REPORT_DIR / "sections" / f"{s['name']}.md" for s in REPORT_SECTIONS],
+        # part of the workflow's source, not of its results: local() keeps them out of remote storage
+        source=local(REPORT_DIR / "report.qmd"),
+        texts=[local(REPORT_DIR / "sections" / f"{s['name']}.md") for s in REPORT_SECTIONS],
         pieces=[p for s in REPORT_SECTIONS if s["on"] for p in s["pieces"]],
     output:
         html=f"{RESULTS}/report/index.html",

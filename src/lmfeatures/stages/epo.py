@@ -20,8 +20,6 @@ from ..report.dreaming import dreaming_section, frontier_figure
 from ..report.render import report_path
 from ..scan import fingerprint, load_scan
 
-CHECKPOINT_EVERY = 25  # iterations
-
 
 def save_checkpoint(checkpoint: dict, path: Path) -> None:
     """Written under a temporary name and renamed, so a job killed mid-save leaves the last good one."""
@@ -123,6 +121,7 @@ def epo_run(
             print(f"ignoring checkpoint {ckpt}: it cannot be read ({type(err).__name__})", file=sys.stderr)
         if saved.get("run") == run_id:
             state, history = saved["state"].to(scorer.model.device), saved["history"]
+            print(f"resuming from checkpoint {ckpt} at iteration {state.iteration}", file=sys.stderr)
         elif saved:
             print(f"ignoring checkpoint {ckpt}: it was made with other settings, code or model", file=sys.stderr)
     bar = tqdm(
@@ -149,7 +148,7 @@ def epo_run(
             )
         bar.update(1 if r["iteration"] else 0)  # iteration 0 is the initial population
         bar.set_postfix(best=f"{max(h['target'] for h in history):.3f}")
-        if r["iteration"] % CHECKPOINT_EVERY == 0 and r["iteration"]:
+        if r["iteration"] % epo_params["checkpoint_every"] == 0 and r["iteration"]:
             save_checkpoint({"run": run_id, "state": state, "history": history}, ckpt)
 
     if state is None:  # the initial population is part of the history (iteration 0)

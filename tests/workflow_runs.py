@@ -1,0 +1,68 @@
+"""Running the workflow from tests: the snakemake command on config/test.yaml, and outputs compared
+across runs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING_FIELDS = {"seconds", "training_seconds"}  # wall-clock times: the only values two runs may disagree on
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`snakemake` on config/test.yaml in `workdir` (2 cores); AssertionError with its output tail on failure."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        "--configfile",
+        str(REPO / "config" / "test.yaml"),
+        *args,
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def _without_timing(value):
+    if isinstance(value, dict):
+        return {k: _without_timing(v) for k, v in value.items() if k not in TIMING_FIELDS}
+    if isinstance(value, list):
+        return [_without_timing(v) for v in value]
+    return value
+
+
+def comparable(path: Path):
+    """A file's content with its wall-clock fields dropped (JSON keys, parquet and CSV columns)."""
+    if path.suffix == ".json":
+        return _without_timing(json.loads(path.read_text()))
+    if path.suffix in (".parquet", ".csv"):
+        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        return frame.drop(columns=[c for c in frame.columns if c in TIMING_FIELDS]).to_json()
+    return path.read_bytes()
+
+
+def differing_outputs(results_a: Path, results_b: Path) -> list[str]:
+    """Paths under two results/ folders that differ, provenance.json and logs aside (they hold
+    commits, hosts and timings), or that only one run wrote."""
+
+    def outputs(root: Path) -> set[Path]:
+        return {
+            p.relative_to(root)
+            for p in root.rglob("*")
+            if p.is_file() and p.name != "provenance.json" and p.relative_to(root).parts[0] != "logs"
+        }
+
+    a, b = outputs(results_a), outputs(results_b)
+    differ = sorted(str(p) + " (one run only)" for p in a ^ b)
+    return differ + sorted(str(p) for p in a & b if comparable(results_a / p) != comparable(results_b / p))
