@@ -7,6 +7,7 @@ Skipped, with slurm.sh's reason, where the daemons cannot run (not root, package
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -26,9 +27,15 @@ SLURM_ARGS = (
     "1",
     "--seconds-between-status-checks",
     "2",
+    "--default-resources",
+    "slurm_account=lmfeatures",  # the account slurm.sh made (the plugin's own guess needs a newer sacct)
 )
 LONG_EPO = "epo:\n  iterations: 5000\n  checkpoint_every: 100\n"  # a run of ~30 s, to cancel mid-way
 EPO_RUN = "results/epo/micro-b/L1N3/seed0"
+
+
+def interrupt(*_):
+    raise KeyboardInterrupt("SIGTERM")
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +43,8 @@ def slurm(tmp_path_factory):
     """The environment (SLURM_CONF, PATH) of a one-node SLURM running for this module's tests."""
     pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install -e '.[cluster]'")
     folder = tmp_path_factory.mktemp("slurm")
+    # a CI time-out sends SIGTERM: raise, so that the daemons are still stopped below
+    previous = signal.signal(signal.SIGTERM, interrupt)
     started = subprocess.run(["bash", str(SLURM_SH), "start", str(folder)], capture_output=True, text=True)
     try:
         if started.returncode == 77:
@@ -48,6 +57,7 @@ def slurm(tmp_path_factory):
         yield env
     finally:
         subprocess.run(["bash", str(SLURM_SH), "stop", str(folder)], check=False)
+        signal.signal(signal.SIGTERM, previous)
 
 
 def sacct(env: dict, *fields: str) -> list[dict]:
@@ -58,19 +68,23 @@ def sacct(env: dict, *fields: str) -> list[dict]:
     return [dict(zip(fields, line.split("|"))) for line in out.splitlines()]
 
 
-def run_under_slurm(env: dict, workdir: Path, *args: str, background: bool = False):
+def run_under_slurm(env: dict, workdir: Path, *targets: str, config=(), options=(), background=False):
+    """snakemake on config/test.yaml (and the `config` files over it) with the SLURM profile, in
+    `workdir`: (return code, output), or (process, log path) with `background`."""
     cmd = [
         sys.executable,
         "-m",
         "snakemake",
+        *targets,
         "--snakefile",
         str(REPO / "Snakefile"),
         "--directory",
         str(workdir),
+        *SLURM_ARGS,
+        *options,
         "--configfile",
         str(REPO / "config" / "test.yaml"),
-        *args,
-        *SLURM_ARGS,
+        *config,
     ]
     log = open(workdir / f"snakemake-{time.monotonic_ns()}.log", "w")  # noqa: SIM115 - the caller waits
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
@@ -116,9 +130,9 @@ def test_a_cancelled_epo_job_resumes_from_its_checkpoint(slurm, slurm_run, tmp_p
 
     workdir = slurm_run[0]
     (workdir / "long-epo.yaml").write_text(LONG_EPO)
-    args = (EPO_RUN, "--configfile", str(REPO / "config" / "test.yaml"), str(workdir / "long-epo.yaml"))
+    args = dict(config=[str(workdir / "long-epo.yaml")])
     checkpoint = workdir / Path(EPO_RUN).parent / f".{Path(EPO_RUN).name}.checkpoint.pt"
-    process, log = run_under_slurm(slurm, workdir, *args, background=True)
+    process, log = run_under_slurm(slurm, workdir, EPO_RUN, **args, background=True)
     deadline = time.monotonic() + 300
     while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -129,7 +143,7 @@ def test_a_cancelled_epo_job_resumes_from_its_checkpoint(slurm, slurm_run, tmp_p
     assert process.wait(timeout=300) != 0  # snakemake reports the cancelled job as failed
     assert checkpoint.exists() and not (workdir / EPO_RUN).exists()  # nothing half-written
 
-    returncode, output = run_under_slurm(slurm, workdir, *args)
+    returncode, output = run_under_slurm(slurm, workdir, EPO_RUN, **args)
     assert returncode == 0, output[-3000:]
     assert "resuming from checkpoint" in (workdir / "results/logs/epo/micro-b/L1N3/seed0.log").read_text()
     assert not checkpoint.exists()
@@ -157,7 +171,8 @@ def test_an_unknown_partition_stops_before_any_job(slurm, tmp_path):
 
     save_local_model("qwen3", str(tmp_path / "local-models" / "qwen3-micro"))
     jobs_before = len(sacct(slurm, "JobID"))
-    returncode, output = run_under_slurm(slurm, tmp_path, "--default-resources", "slurm_partition=a100")
+    options = ("--default-resources", "slurm_partition=a100")
+    returncode, output = run_under_slurm(slurm, tmp_path, options=options)
     assert returncode != 0
     assert "slurm_partition=a100, but this cluster has no partition 'a100' (sinfo lists: debug)" in output
     assert len(sacct(slurm, "JobID")) == jobs_before and not (tmp_path / "results").exists()

@@ -81,6 +81,8 @@ def job_resources(dry_run_output: str) -> dict[str, str]:
 def test_the_kubernetes_profile_dry_runs_with_gpus_for_the_device_heavy_rules(workdir):
     """device: cuda on a host without GPUs: jobs are planned with one GPU each where the rule uses
     the device (the pods have the GPUs), none for the summaries."""
+    for plugin in ("snakemake_executor_plugin_kubernetes", "snakemake_storage_plugin_fs"):
+        pytest.importorskip(plugin, reason="pip install -e '.[cluster]'")
     profile = str(REPO / "workflow" / "profiles" / "kubernetes")
     out = snakemake(workdir, "--workflow-profile", profile, "--configfile", cuda_config(workdir), "--dry-run").stdout
     resources = job_resources(out)

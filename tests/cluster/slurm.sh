@@ -17,7 +17,18 @@ cluster=lmfeatures
 ctld_port=16817 slurmd_port=16818 dbd_port=16819 db_port=16820
 
 stop() {
-    local daemon pid
+    local daemon pid jobs
+    if [[ -f $dir/etc/slurm.conf ]] && kill -0 "$(cat "$dir/run/slurmctld.pid" 2>/dev/null)" 2>/dev/null; then
+        # jobs first: their steps outlive slurmd
+        jobs=$(SLURM_CONF=$dir/etc/slurm.conf squeue -h -o %i 2>/dev/null || true)
+        if [[ $jobs ]]; then
+            SLURM_CONF=$dir/etc/slurm.conf scancel --full $jobs || true
+            for _ in $(seq 50); do
+                [[ -z $(SLURM_CONF=$dir/etc/slurm.conf squeue -h -o %i 2>/dev/null) ]] && break
+                sleep 0.2
+            done
+        fi
+    fi
     for daemon in slurmd slurmctld slurmdbd mariadb munged; do
         pid=$(cat "$dir/run/$daemon.pid" 2>/dev/null) || continue
         kill "$pid" 2>/dev/null || true
@@ -64,6 +75,10 @@ fi
 export PATH=$PATH:/usr/sbin
 [[ $(id -u) == 0 ]] || skip "not root: slurmd must run as root to start jobs"
 
+for port in $ctld_port $slurmd_port $dbd_port $db_port; do
+    # a cluster left running by a killed test holds them: `slurm.sh stop` its folder
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && skip "port $port is in use (another test cluster still running?)"
+done
 mkdir -p "$dir"/{etc,run,log,munge,db,ctld,slurmd}
 cpus=$(nproc)
 mem_mb=$(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 9 / 10))

@@ -32,6 +32,7 @@ onstart:
     if workflow.local_exec:
         check_device(config)
 
+
 RESULTS = config["results"]
 REPORT_DIR = Path(workflow.basedir) / "report"
 MODELS = {m["name"]: m for m in config["models"]}
@@ -164,6 +165,7 @@ def report_section(name, title, rule, on=True, off=""):
 
 # --- what each job asks the scheduler for (workflow/profiles/*; README, "On a cluster") ------------
 PARAMETERS = {n: n_parameters(config, n) for n in MODELS}
+PROPOSER_PARAMETERS = proposer_parameters(config) if config["prune"]["models"] else 0
 GPUS = 1 if config["device"].startswith("cuda") else 0  # one GPU for each device-heavy job
 
 
@@ -187,7 +189,7 @@ def studied_and_fluency_models(wc):
 
 
 def studied_model_and_proposer(wc):
-    return PARAMETERS[wc.model] + proposer_parameters(config)
+    return PARAMETERS[wc.model] + PROPOSER_PARAMETERS
 
 
 def requested_resources():
