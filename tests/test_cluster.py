@@ -9,12 +9,11 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from workflow_runs import REPO, comparable, differing_outputs
+from workflow_runs import REPO, comparable, differing_outputs, snakemake_command
 
 pytestmark = pytest.mark.cluster
 SLURM_SH = REPO / "tests" / "cluster" / "slurm.sh"
@@ -71,22 +70,9 @@ def sacct(env: dict, *fields: str) -> list[dict]:
 def run_under_slurm(env: dict, workdir: Path, *targets: str, config=(), options=(), background=False):
     """snakemake on config/test.yaml (and the `config` files over it) with the SLURM profile, in
     `workdir`: (return code, output), or (process, log path) with `background`."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        *targets,
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        *SLURM_ARGS,
-        *options,
-        "--configfile",
-        str(REPO / "config" / "test.yaml"),
-        *config,
-    ]
-    log = open(workdir / f"snakemake-{time.monotonic_ns()}.log", "w")  # noqa: SIM115 - the caller waits
+    overlay = ("--configfile", str(REPO / "config" / "test.yaml"), *config) if config else ()
+    cmd = snakemake_command(workdir, *SLURM_ARGS, *options, *overlay, targets=targets)
+    log = open(workdir / f"snakemake-{time.monotonic_ns()}.log", "w")  # the process writes it; read back by path
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
     if background:
         return process, Path(log.name)

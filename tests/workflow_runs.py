@@ -12,12 +12,14 @@ REPO = Path(__file__).resolve().parents[1]
 TIMING_FIELDS = {"seconds", "training_seconds"}  # wall-clock times: the only values two runs may disagree on
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`snakemake` on config/test.yaml in `workdir` (2 cores); AssertionError with its output tail on failure."""
-    cmd = [
+def snakemake_command(workdir: Path, *args: str, targets: tuple[str, ...] = ()) -> list[str]:
+    """`snakemake` on config/test.yaml in `workdir` with 2 cores; `args` come last, so a later
+    --configfile replaces test.yaml."""
+    return [
         sys.executable,
         "-m",
         "snakemake",
+        *targets,
         "--snakefile",
         str(REPO / "Snakefile"),
         "--directory",
@@ -28,7 +30,11 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600)
         str(REPO / "config" / "test.yaml"),
         *args,
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run snakemake_command(); AssertionError with its output's tail on failure (with `check`)."""
+    result = subprocess.run(snakemake_command(workdir, *args), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
