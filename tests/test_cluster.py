@@ -119,14 +119,17 @@ def test_a_cancelled_epo_job_resumes_from_its_checkpoint(slurm, slurm_run, tmp_p
     args = dict(config=[str(workdir / "long-epo.yaml")])
     checkpoint = workdir / Path(EPO_RUN).parent / f".{Path(EPO_RUN).name}.checkpoint.pt"
     process, log = run_under_slurm(slurm, workdir, EPO_RUN, **args, background=True)
-    deadline = time.monotonic() + 300
-    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert checkpoint.exists(), log.read_text()[-3000:]
-    queue = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i %k"], env=slurm, capture_output=True, text=True)
-    [job_id] = [line.split()[0] for line in queue.stdout.splitlines() if " rule_epo_run" in line]
-    subprocess.run(["scancel", job_id], env=slurm, check=True)
-    assert process.wait(timeout=300) != 0  # snakemake reports the cancelled job as failed
+    try:
+        deadline = time.monotonic() + 300
+        while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert checkpoint.exists(), log.read_text()[-3000:]
+        queue = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i %k"], env=slurm, capture_output=True, text=True)
+        [job_id] = [line.split()[0] for line in queue.stdout.splitlines() if " rule_epo_run" in line]
+        subprocess.run(["scancel", job_id], env=slurm, check=True)
+        assert process.wait(timeout=300) != 0, log.read_text()[-3000:]  # the cancelled job counts as failed
+    finally:
+        process.kill()
     assert checkpoint.exists() and not (workdir / EPO_RUN).exists()  # nothing half-written
 
     returncode, output = run_under_slurm(slurm, workdir, EPO_RUN, **args)
