@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM, GPTNeoXConfig
 
 from lmfeatures.config import load_config
 from lmfeatures.corpus import CorpusConfig, build_corpus
+from lmfeatures.models import n_parameters
 
 # EleutherAI/pythia-410m's config.json
 PYTHIA_410M = dict(
@@ -53,9 +54,9 @@ def measure(model, batch: int, length: int, backward: bool, repeats: int = 3) ->
     return best / (batch * length)
 
 
-def stages(config: dict, heldout_tokens: int, n_layers: int) -> list[tuple[str, float, float, int]]:
-    """(stage, forward tokens, forward+backward tokens, jobs it splits into) with the config's budgets
-    on one model of n_layers."""
+def stages(config: dict, heldout_tokens: int, n_layers: int) -> dict[str, tuple[float, float, int, str | None]]:
+    """{stage: (forward tokens, forward+backward tokens, jobs it splits into, the stage it waits for)}
+    with the config's budgets on one model of n_layers."""
     epo, sae, selection, prune = config["epo"], config["sae"], config["neurons"], config["prune"]
     epo_neurons = len(epo["neurons"].get("layers") or range(n_layers)) * epo["neurons"]["top_per_layer"]
     gradient_runs = epo_neurons * (len(epo["seeds"]) + len(epo["baseline_seeds"]))  # EPO and GCG
@@ -67,29 +68,34 @@ def stages(config: dict, heldout_tokens: int, n_layers: int) -> list[tuple[str, 
     per_example = 3 * prune["max_context"] * (prune["max_context"] + prune["window"])
     up_to_sae_layer = (sae["layer"] + 1) / n_layers  # the SAE stage stops the forward pass at its layer
     sae_runs = 2 * len(sae["seeds"])  # the model's and its untrained twin's
-    return [
-        ("hub_model: held-out loss", config["training"]["eval_tokens"], 0, 1),
-        ("scan: every neuron, held-out split", heldout_tokens, 0, 1),
-        (
-            f"EPO: {runs} runs ({epo_neurons} neurons; seeds, GCG, random)",
+    return {
+        "hub_model: held-out loss": (config["training"]["eval_tokens"], 0, 1, None),
+        "scan: every neuron, held-out split": (heldout_tokens, 0, 1, "hub_model: held-out loss"),
+        f"EPO: {runs} runs ({epo_neurons} neurons; seeds, GCG, random)": (
             runs * per_run,
             gradient_runs * per_gradient_run,
             runs,
+            "scan: every neuron, held-out split",
         ),
-        (
-            f"pruning: {pruned} neurons x {config['scan']['top_k']} examples",
+        f"pruning: {pruned} neurons x {config['scan']['top_k']} examples": (
             pruned * config["scan"]["top_k"] * per_example,
             0,
             1,
+            "scan: every neuron, held-out split",
         ),
-        ("alignment: every token alone, 4 methods", 4 * PYTHIA_410M["vocab_size"], 0, 1),
-        (
-            f"SAE: {sae_runs} runs, checks",
+        "alignment: every token alone, 4 methods": (
+            4 * PYTHIA_410M["vocab_size"],
+            0,
+            1,
+            "hub_model: held-out loss",
+        ),
+        f"SAE: {sae_runs} runs, checks": (
             up_to_sae_layer * (sae_runs * sae["tokens"] + 6 * sae["check_tokens"]),
             0,
             sae_runs + 2,
+            "hub_model: held-out loss",
         ),
-    ]
+    }
 
 
 def main() -> None:
@@ -98,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(GPTNeoXConfig(**PYTHIA_410M)).float()
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = n_parameters(model)
     embeddings = 2 * PYTHIA_410M["vocab_size"] * PYTHIA_410M["hidden_size"]
     flops_per_token = 2 * (n_params - embeddings) + embeddings  # matmuls: 2 per weight; the unembedding's
     forward_s = measure(model, 4, 64, backward=False)
@@ -114,16 +120,15 @@ def main() -> None:
     corpus, _ = build_corpus(CorpusConfig())
     heldout = int(sum(len(t) for t in corpus["heldout"]["text"]) / CHARS_PER_TOKEN)
     print("\n| stage | forward tokens | fwd+bwd tokens | jobs | GPU hours |\n|---|---|---|---|---|")
-    total = critical = 0.0
-    for name, forward, backward, jobs in stages(config, heldout, PYTHIA_410M["num_hidden_layers"]):
+    total, finished = 0.0, {None: 0.0}  # hours from the start until each stage's last job ends
+    for name, (forward, backward, jobs, after) in stages(config, heldout, PYTHIA_410M["num_hidden_layers"]).items():
         compute = (forward + backward_s / forward_s * backward) * flops_per_token / GPU_FLOPS
         hours = (compute + jobs * JOB_START_SECONDS) / 3600
         total += hours
-        critical = max(critical, hours / jobs) if "EPO" in name or "pruning" in name else critical + hours / jobs
+        finished[name] = finished[after] + hours / jobs  # a stage's jobs run side by side
         print(f"| {name} | {forward / 1e6:.2f}M | {backward / 1e6:.2f}M | {jobs} | {hours:.2f} |")
     print(f"| **total** (with {JOB_START_SECONDS} s start-up per job) | | | | **{total:.1f}** |")
-    # jobs of a stage run side by side; EPO and pruning both wait for the scan and run beside each other
-    wall = max(total / args.gpus, critical)
+    wall = max(total / args.gpus, max(finished.values()))
     print(f"\non {args.gpus} GPUs: wall time about max(total / {args.gpus}, longest chain) = {wall:.1f} h")
 
 

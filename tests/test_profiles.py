@@ -10,7 +10,7 @@ from workflow_runs import REPO, snakemake
 from lmfeatures.config import ConfigError, load_config
 from lmfeatures.micro import save_local_model
 from lmfeatures.models import family_config
-from lmfeatures.resources import check_gpu_requests, check_partitions, mem_mb, n_parameters, runtime_minutes
+from lmfeatures.resources import check_gpu_requests, check_partitions, mem_mb, model_parameters, runtime_minutes
 
 
 def test_parameter_counts_equal_the_built_models(tmp_path):
@@ -18,12 +18,12 @@ def test_parameter_counts_equal_the_built_models(tmp_path):
     config = load_config(REPO / "config" / "config.yaml")
     entry = config["models"][1]
     real = AutoModelForCausalLM.from_config(family_config(entry, config["tokenizer"]["vocab_size"], 128, eos_id=0))
-    assert n_parameters(config, entry["name"]) == sum(p.numel() for p in real.parameters())
-    assert n_parameters(config, f"{entry['name']}-untrained") == n_parameters(config, entry["name"])
+    assert model_parameters(config, entry["name"]) == sum(p.numel() for p in real.parameters())
+    assert model_parameters(config, f"{entry['name']}-untrained") == model_parameters(config, entry["name"])
     save_local_model("qwen3", str(tmp_path / "qwen3"))
     config["models"].append({"name": "local", "source": str(tmp_path / "qwen3")})
     saved = AutoModelForCausalLM.from_pretrained(tmp_path / "qwen3")
-    assert n_parameters(config, "local") == sum(p.numel() for p in saved.parameters())
+    assert model_parameters(config, "local") == sum(p.numel() for p in saved.parameters())
 
 
 def test_memory_and_time_grow_with_the_model():

@@ -25,6 +25,8 @@ from transformers import (
     Qwen2Config,
 )
 
+from .models import n_parameters
+
 MICRO_ARCHITECTURES = ("gpt2", "gpt_neox", "llama", "mistral", "qwen2")
 
 D_MODEL = 16
@@ -142,7 +144,7 @@ def micro_model(model_type: str, seed: int = 0, vocab_size: int = 64, n_layers: 
     config = _config(model_type, vocab_size, n_layers)
     with torch.device("meta"):  # count parameters before allocating any
         try:
-            size = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+            size = n_parameters(AutoModelForCausalLM.from_config(config))
         except Exception as err:  # noqa: BLE001 - the shrunk config is inconsistent for this type
             raise MicroModelError(f"{model_type}: cannot build at micro size ({type(err).__name__}: {err})") from None
     if size > MAX_MICRO_PARAMETERS:

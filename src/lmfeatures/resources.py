@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from .config import ConfigError, model_entry, saved_model_dir
-from .models import TRAIN, UNTRAINED_TWIN
+from .models import TRAIN, UNTRAINED_TWIN, n_parameters
 
 START_MB = 2500  # python, torch, transformers and a stage's data (a micro-model job peaks near 1 GB)
 FORWARD_BYTES = 8  # per parameter, inference: fp32 weights and about as much again in activations
@@ -21,7 +21,7 @@ TIME_REFERENCE_PARAMETERS = 100_000_000  # a rule's base time limit holds up to 
 MAX_RUNTIME_MINUTES = 7 * 24 * 60
 
 
-def n_parameters(config: dict, name: str) -> int:
+def model_parameters(config: dict, name: str) -> int:
     """Parameter count of a configured model; UNKNOWN_PARAMETERS for a hub model that is not in the
     local cache yet (hub_model fetches it)."""
     from transformers import AutoConfig
@@ -55,8 +55,7 @@ def _count(model_config, masked_lm: bool = False) -> int:
 
     auto = AutoModelForMaskedLM if masked_lm else AutoModelForCausalLM
     with torch.device("meta"):
-        model = auto.from_config(model_config)
-    return sum(p.numel() for p in model.parameters())
+        return n_parameters(auto.from_config(model_config))
 
 
 def mem_mb(parameters: int, *, training: bool = False) -> int:

@@ -15,7 +15,7 @@ from lmfeatures.resources import (
     check_gpu_requests,
     check_partitions,
     mem_mb,
-    n_parameters,
+    model_parameters,
     proposer_parameters,
     runtime_minutes,
 )
@@ -164,7 +164,7 @@ def report_section(name, title, rule, on=True, off=""):
 
 
 # --- what each job asks the scheduler for (workflow/profiles/*; README, "On a cluster") ------------
-PARAMETERS = {n: n_parameters(config, n) for n in MODELS}
+PARAMETERS = {n: model_parameters(config, n) for n in MODELS}
 PROPOSER_PARAMETERS = proposer_parameters(config) if config["prune"]["models"] else 0
 GPUS = 1 if config["device"].startswith("cuda") else 0  # one GPU for each device-heavy job
 
