@@ -5,7 +5,9 @@ config/config.yaml when it is under results/models/ (else a model of the same sh
 weights and a byte-level tokenizer trained on a slice of the corpus), with the config's EPO
 settings. The bare reference does, per iteration, what EPO cannot avoid: one batched forward with
 logits over the same number of candidates, plus one forward + backward through one-hot inputs
-for the population. Prints `epo/bare time ratio: X` last.
+for the population. Also prints what scoring children from their parents' caches saves over
+scoring them in full (the same children, changed at uniform positions as EPO changes them).
+Prints `epo/bare time ratio: X` last.
 """
 
 from __future__ import annotations
@@ -56,8 +58,23 @@ def main() -> None:
     t_epo = time.perf_counter() - t0
     n_candidates = sum(history)
 
-    per_iter = cfg.population * cfg.children
+    state = epo(scorer, tok, EPOConfig(**{**cfg.__dict__, "iterations": 1}))
     gen = torch.Generator().manual_seed(0)
+    m, n = state.ids.shape
+    parent_of = torch.arange(m).repeat_interleave(cfg.children)
+    changed = torch.randint(n, (len(parent_of),), generator=gen)
+    children = state.ids[parent_of].clone()
+    children[torch.arange(len(children)), changed] = torch.randint(1, len(tok), (len(children),), generator=gen)
+    t_reuse = t_full = 0.0
+    for _ in range(ITERATIONS // 4):
+        t0 = time.perf_counter()
+        scorer.score_children(state.ids, children, parent_of, changed)
+        t_reuse += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        scorer.score(children)
+        t_full += time.perf_counter() - t0
+
+    per_iter = cfg.population * cfg.children
     w_e = model.embedding_matrix()
 
     def bare_iteration() -> None:
@@ -86,6 +103,10 @@ def main() -> None:
     print(
         f"bare: {per_iter} candidates forward + {cfg.population} forward+backward per iteration, "
         f"{1000 * t_bare / ITERATIONS:.1f} ms / iteration ({per_iter * ITERATIONS / t_bare:,.0f} candidates / s)"
+    )
+    print(
+        f"children scored from their parents' caches: {1000 * t_reuse / (ITERATIONS // 4):.1f} ms, in full: "
+        f"{1000 * t_full / (ITERATIONS // 4):.1f} ms per {len(children)} (ratio {t_reuse / t_full:.3f})"
     )
     print(f"epo/bare time ratio: {t_epo / t_bare:.3f}")
 

@@ -279,9 +279,13 @@ def test_auto_batch_size_scales_with_the_prompt_length():
 
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "gpt2", "llama", "qwen2"])
-def test_children_scored_from_the_parents_cache_equal_full_scores(arch):
+@pytest.mark.parametrize("call_positions", [0, 8])  # every position its own group; groups of several
+def test_children_scored_from_the_parents_cache_equal_full_scores(arch, call_positions, monkeypatch):
     """Reusing a parent's keys, values and NLL up to the changed position gives score() exactly,
     with slots that share a parent, and when every child changed at the same position."""
+    import lmfeatures.epo as epo_module
+
+    monkeypatch.setattr(epo_module, "CALL_POSITIONS", call_positions)
     hm = HookedModel(micro_model(arch, seed=1))
     scorer = Scorer(hm, UnitTarget("mlp.2", 3), batch_size=5)  # several batches per position group
     g = torch.Generator().manual_seed(0)
@@ -289,12 +293,70 @@ def test_children_scored_from_the_parents_cache_equal_full_scores(arch):
     parents = torch.cat([parents, parents[:1]])  # slots 0 and 3 hold the same prompt
     parent_of, spread = torch.randint(0, 4, (30,), generator=g), torch.randint(0, 6, (30,), generator=g)
     assert set(parent_of.tolist()) == set(range(4)) and set(spread.tolist()) == set(range(6))
+    n_groups = len(epo_module._position_groups(spread, 6))
+    assert n_groups == 6 if call_positions == 0 else 1 < n_groups < 6
     for changed in (spread, torch.full((30,), 4)):
         kids = parents[parent_of].clone()
         kids[torch.arange(30), changed] = torch.randint(1, 64, (30,), generator=g)
         full_t, full_x = scorer.score(kids)
         t, x = scorer.score_children(parents, kids, parent_of, changed)
         assert torch.allclose(t, full_t, atol=1e-5) and torch.allclose(x, full_x, atol=1e-5)
+
+
+def test_position_groups_are_the_cheapest_split_by_brute_force(monkeypatch):
+    """The groups cover every child once, each from its smallest position, and no split of the
+    positions into consecutive groups costs less (all 2^(n-1) splits tried)."""
+    import itertools
+
+    import lmfeatures.epo as epo_module
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(30):
+        n = int(torch.randint(2, 8, (), generator=g))
+        monkeypatch.setattr(epo_module, "CALL_POSITIONS", float(torch.randint(0, 40, (), generator=g)))
+        changed = torch.randint(0, n, (int(torch.randint(1, 40, (), generator=g)),), generator=g)
+        groups = epo_module._position_groups(changed, n)
+        covered = torch.cat([rows for _, rows in groups])
+        assert sorted(covered.tolist()) == list(range(len(changed)))
+        assert all(int(changed[rows].min()) == q for q, rows in groups)
+
+        def cost(split):
+            return sum(epo_module.CALL_POSITIONS + (n - int(changed[r].min())) * len(r) for _, r in split)
+
+        counts = torch.bincount(changed, minlength=n)
+        occurring = [p for p in range(n) if counts[p]]
+        best = math.inf
+        for cuts in itertools.product([False, True], repeat=len(occurring) - 1):
+            bounds, lo = [], occurring[0]
+            for p, cut in zip(occurring[1:], cuts):
+                if cut:
+                    bounds.append((lo, p))
+                    lo = p
+            bounds.append((lo, n))
+            split = [(lo, torch.nonzero((changed >= lo) & (changed < hi)).flatten()) for lo, hi in bounds]
+            best = min(best, cost(split))
+        assert cost(groups) == best
+
+
+def test_member_stats_are_computed_once_per_member_and_equal_fresh_gradients(monkeypatch):
+    """A prompt that stays in the population costs no second gradient pass, and what is reused
+    equals a fresh computation: its gradients, and its log-probs from a forward of its own."""
+    hm = HookedModel(micro_model("gpt_neox", seed=2))
+    scorer = Scorer(hm, UnitTarget("mlp.1", 5), batch_size=8, proposal=UnitTarget("mlp_pre.1", 5))
+    passes = []
+    real_pass = scorer._gradient_pass
+    monkeypatch.setattr(scorer, "_gradient_pass", lambda ids, keep_prefix: passes.append(len(ids)) or real_pass(ids, keep_prefix))
+    g = torch.Generator().manual_seed(1)
+    a, b, c = torch.randint(1, 64, (3, 5), generator=g)
+    scorer.member_stats(torch.stack([a, b, a]))
+    stats = scorer.member_stats(torch.stack([b, c, c]))  # only c is new; a is forgotten
+    scorer.member_stats(torch.stack([a]))  # a again: computed afresh
+    assert passes == [2, 1, 1]
+    _, _, g_p, g_x, _, _ = real_pass(torch.stack([b, c]), keep_prefix=False)
+    assert torch.allclose(stats[0].grad_proposal, g_p[0], atol=1e-6) and torch.allclose(stats[2].grad_xent, g_x[1], atol=1e-6)
+    with torch.no_grad():
+        logits = hm.run([], input_ids=c[None], return_logits=True)["logits"]
+    assert torch.allclose(stats[1].logp, torch.log_softmax(logits[0, :-1], -1), atol=1e-5)
 
 
 def test_a_population_still_trapped_at_a_restart_is_redrawn_at_random():

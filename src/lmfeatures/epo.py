@@ -18,8 +18,11 @@ Differences from the paper's reference code (github.com/Confirm-Solutions/dreamy
   * for an MLP neuron, proposals may follow the gradient of its pre-activation, which is monotone
     where GELU is not (``Scorer.proposal``); selection stays on the neuron's value;
   * a population still trapped at target <= 0 at a restart is re-drawn at random;
-  * gradients are computed once per *distinct* prompt as (d target, d xent) and combined with each
-    slot's own lambda at the time of use, so reordering cannot attach the wrong lambda;
+  * gradients are computed once per prompt while it stays in the population, as (d proposal,
+    d xent), and combined with each slot's own lambda at the time of use, so reordering cannot
+    attach the wrong lambda;
+  * children are scored from their parent's key/value cache, running only the positions from
+    the one they change (``Scorer.score_children``);
   * top-k runs on the device; special tokens and ids outside the tokenizer are never proposed;
   * children are deduplicated against each other and against everything already scored;
   * every candidate passes a retokenization check (decode, re-encode, same ids) before it is
@@ -30,7 +33,6 @@ fresh random prompts. Both share this code path (``EPOConfig.proposal``).
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable
@@ -135,7 +137,19 @@ def retokenizes(tokenizer, ids: torch.Tensor) -> torch.Tensor:
     return torch.tensor([a == b for a, b in zip(again, ids.tolist())], dtype=torch.bool)
 
 
-REUSE_BUCKETS = 2  # position groups of Scorer.score_children (benchmarks/epo_throughput.py)
+CALL_POSITIONS = 128  # a forward call's fixed cost in child positions (neox-m, 2 CPU cores; benchmarks/epo_throughput.py)
+
+
+@dataclass
+class MemberStats:
+    """What EPO reuses of one population member while a slot holds it: its gradients (for the
+    proposals) and, when children are scored from it (Scorer.reuses_prefix), its keys and values
+    and next-token log-probs. A pure function of the prompt, so a memo of it changes no result."""
+
+    grad_proposal: torch.Tensor  # [n, V] d proposal / d onehot
+    grad_xent: torch.Tensor  # [n, V] d xent / d onehot
+    logp: torch.Tensor | None = None  # [n - 1, V] log p(token at i + 1 = v | tokens 0..i)
+    kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer: keys, values [heads, n, d_head]
 
 
 class Scorer:
@@ -145,6 +159,9 @@ class Scorer:
     For an MLP neuron it is best the neuron's pre-activation (hook mlp_pre.L): monotone where
     the target, the post-activation, is not (GELU below about -0.75), so a prompt deep in the
     negative tail is still pulled up. Selection and every reported number use the target.
+
+    `member_stats` memoises, per prompt of the current population, what its children reuse; the
+    model's weights must not change while a Scorer is in use.
     """
 
     def __init__(
@@ -159,6 +176,10 @@ class Scorer:
         self.proposal = proposal or target
         self.fluency = fluency  # None = the model under study (one forward gives both terms)
         self.batch_size = batch_size
+        # Children continue their parent's cached prefix when one forward gives both terms and the target
+        # is read at the last position (a max over positions would need the prefix's activations too).
+        self.reuses_prefix = fluency is None and isinstance(target, UnitTarget) and target.position == "last"
+        self._members: dict[tuple[int, ...], MemberStats] = {}
 
     def _run(self, hooks: list[str], model_in: dict, fluency_in: dict) -> tuple[dict, torch.Tensor]:
         """Activations at `hooks` and the fluency model's logits [batch, n, V]."""
@@ -184,53 +205,47 @@ class Scorer:
         self, parents: torch.Tensor, children: torch.Tensor, parent_of: torch.Tensor, changed: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """score(children) for children that differ from their parent, parents[parent_of[c]]
-        [m, n], at most at position changed[c], reusing what they share with it.
+        [M, n], at most at position changed[c], reusing what they share with it.
 
-        Each distinct parent runs once with a key/value cache, keeping its next-token log-probs. A child
-        changed at position p shares the parent's keys and values at positions 0..p-1, so for any
-        q <= p only positions q..n-1 need to run, on the cache cropped to q; its xent is the
-        parent's NLL of tokens 1..q-1, the parent's log-prob of the child's token q, and the new
-        NLL of tokens q+1..n-1. Children are bucketed by p into REUSE_BUCKETS groups, each run
-        from its smallest p: on small models a forward call's fixed cost outweighs the positions
-        saved by finer groups. Equal to score(children) up to float rounding. With a separate fluency model or
-        a target read at the max over positions, every child is scored in full.
+        A child changed at position p shares its parent's keys and values at positions 0..p-1
+        (member_stats keeps them from the gradient pass), so for any q <= p only positions q..n-1
+        run, on the parent's cache cut to q; its xent is the parent's NLL of tokens 1..q-1, the
+        parent's log-prob of the child's token q, and the new NLL of tokens q+1..n-1. Children are
+        grouped by p into runs that each start at their smallest p, the groups chosen so that
+        positions run plus CALL_POSITIONS per forward call is least. Equal to score(children) up to
+        float rounding; without reuses_prefix, every child is scored in full.
         """
-        last_position = isinstance(self.target, UnitTarget) and self.target.position == "last"
-        if self.fluency is not None or not last_position or not len(children):
+        if not self.reuses_prefix or not len(children):
+            return self.score(children)
+        stats = self.member_stats(parents)
+        if any(s.kv is None for s in stats):  # a cache this code cannot read: score in full
             return self.score(children)
         n = parents.shape[1]
-        hook = self.target.hook
-        bucket = changed * REUSE_BUCKETS // n  # [c]
-        start = {k: int(changed[bucket == k].min()) for k in bucket.unique().tolist()}  # every child of bucket k
-        # changed at or after start[k]: run it from there. Each distinct parent runs once, up to the last
-        # position any child reuses.
-        parents, distinct_of = torch.unique(parents, dim=0, return_inverse=True)
-        parent_of = distinct_of[parent_of]
-        reused = max(max(start.values()), 1)
-        cache = DynamicCache()
-        logits = self.model.run([], input_ids=parents[:, :reused], return_logits=True, past_key_values=cache)["logits"]
-        logp = torch.log_softmax(logits.float(), dim=-1)  # [u, reused, V]
-        nll = -logp[:, :-1].gather(-1, parents[:, 1:reused, None]).squeeze(-1)  # [u, reused - 1]: tokens 1..reused-1
-        prefix_nll = torch.cat([nll.new_zeros(len(parents), 1), nll.cumsum(1)], dim=1)  # [u, reused]: over tokens 1..j
+        kv = [
+            (torch.stack([s.kv[layer][0] for s in stats]), torch.stack([s.kv[layer][1] for s in stats]))
+            for layer in range(len(stats[0].kv))
+        ]  # per layer [M, heads, n, d_head]
+        logp = torch.stack([s.logp for s in stats])  # [M, n - 1, V]
+        nll = -logp.gather(-1, parents[:, 1:, None]).squeeze(-1)  # [M, n - 1]: tokens 1..n-1
+        prefix_nll = torch.cat([nll.new_zeros(len(parents), 1), nll.cumsum(1)], dim=1)  # [M, n]: over tokens 1..j
         target = torch.empty(len(children), device=children.device)
         xents = torch.empty(len(children), device=children.device)
-        for k, q in start.items():
-            rows = torch.nonzero(bucket == k).flatten()
+        for q, rows in _position_groups(changed, n):
             for b in range(0, len(rows), self.batch_size):
                 r = rows[b : b + self.batch_size]
                 if q == 0:  # nothing to reuse
                     target[r], xents[r] = self.score(children[r])
                     continue
                 kids, par = children[r], parent_of[r]
-                past = copy.deepcopy(cache)
-                past.crop(q - reused)  # keep positions 0..q-1 (a negative count removes, in every transformers)
-                past.batch_select_indices(par)
-                out = self.model.run([hook], input_ids=kids[:, q:], return_logits=True, past_key_values=past)
+                past = DynamicCache()
+                for layer, (keys, values) in enumerate(kv):
+                    past.update(keys[par, :, :q], values[par, :, :q], layer)
+                out = self.model.run([self.target.hook], input_ids=kids[:, q:], return_logits=True, past_key_values=past)
                 lg = out["logits"][:, :-1].float()  # predicts tokens q+1..n-1
                 suffix = (torch.logsumexp(lg, dim=-1) - lg.gather(-1, kids[:, q + 1 :, None]).squeeze(-1)).sum(1)
                 at_q = -logp[par, q - 1].gather(1, kids[:, q : q + 1]).squeeze(1)
                 xents[r] = (prefix_nll[par, q - 1] + at_q + suffix) / (n - 1)
-                target[r] = self.target(out[hook]).float()
+                target[r] = self.target(out[self.target.hook]).float()
         return target, xents
 
     def gradients(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -240,16 +255,84 @@ class Scorer:
         The one-hot is both the input and, for xent, the label (the paper's formulation), so
         d xent / d onehot[i, v] includes -log p(v | x_<i) / (n - 1) for every i >= 1: high-lambda
         slots propose the tokens the fluency model finds likely there."""
+        t, x, g_p, g_x, _, _ = self._gradient_pass(ids, keep_prefix=False)
+        return t, x, g_p, g_x
+
+    @torch.enable_grad()  # also when called from a no_grad method (score_children)
+    def _gradient_pass(self, ids: torch.Tensor, keep_prefix: bool) -> tuple:
+        """gradients(ids), then, with keep_prefix, the next-token log-probs [u, n - 1, V] and the
+        per-layer keys and values [u, heads, n, d_head] of the same forward (else None, None)."""
         onehot = F.one_hot(ids, self.model.vocab_size).to(self.model.dtype).requires_grad_(True)
         embeds = self.model.embed_onehot(onehot)  # [u, n, d_model]
         f_embeds = embeds if self.fluency is None else self.fluency.embed_onehot(onehot)
         hooks = list(dict.fromkeys([self.target.hook, self.proposal.hook]))
-        acts, logits = self._run(hooks, {"inputs_embeds": embeds}, {"inputs_embeds": f_embeds})
+        cache = DynamicCache() if keep_prefix else None
+        model_in = {"inputs_embeds": embeds, "past_key_values": cache}
+        acts, logits = self._run(hooks, model_in, {"inputs_embeds": f_embeds})
         t = self.target(acts[self.target.hook]).float()
         x = xent_of_onehot(logits, onehot)
         g_p = torch.autograd.grad(self.proposal(acts[self.proposal.hook]).float().sum(), onehot, retain_graph=True)[0]
         g_x = torch.autograd.grad(x.sum(), onehot)[0]
-        return t.detach(), x.detach(), g_p, g_x
+        logp = kv = None
+        if keep_prefix:
+            logp = torch.log_softmax(logits[:, :-1].detach().float(), dim=-1)
+            kv = cache_tensors(cache)
+        return t.detach(), x.detach(), g_p, g_x, logp, kv
+
+    def member_stats(self, ids: torch.Tensor) -> list[MemberStats]:
+        """One MemberStats per row of the population ids [M, n]. Each prompt is computed once while
+        it stays in the population (one gradient pass over the prompts new to it), so a slot that
+        keeps its member costs no gradient pass; prompts that left the population are forgotten."""
+        keys = [tuple(row) for row in ids.tolist()]
+        new = list(dict.fromkeys(k for k in keys if k not in self._members))
+        if new:
+            _, _, g_p, g_x, logp, kv = self._gradient_pass(torch.tensor(new, device=ids.device), self.reuses_prefix)
+            for i, key in enumerate(new):
+                self._members[key] = MemberStats(
+                    g_p[i],
+                    g_x[i],
+                    None if logp is None else logp[i],
+                    None if kv is None else [(k[i].detach(), v[i].detach()) for k, v in kv],
+                )
+        self._members = {k: self._members[k] for k in dict.fromkeys(keys)}
+        return [self._members[k] for k in keys]
+
+
+def cache_tensors(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """Per layer (keys, values) [batch, heads, pos, d_head] of a filled DynamicCache, or None for a
+    cache whose layers are not all plain key/value tensors (e.g. a layer that shares another's)."""
+    if hasattr(cache, "layers"):  # transformers >= 4.56
+        pairs = [(getattr(layer, "keys", None), getattr(layer, "values", None)) for layer in cache.layers]
+    else:
+        pairs = list(zip(cache.key_cache, cache.value_cache))
+    if not pairs or any(not isinstance(k, torch.Tensor) or not isinstance(v, torch.Tensor) for k, v in pairs):
+        return None
+    return pairs
+
+
+def _position_groups(changed: torch.Tensor, n: int) -> list[tuple[int, torch.Tensor]]:
+    """Children changed at positions changed [c] (in 0..n-1) split into groups of consecutive
+    positions, each run from its smallest position q: [(q, child indices)]. The split minimises
+    sum over groups of CALL_POSITIONS + (n - q) * size, exactly, by dynamic programming over the
+    positions that occur (at most n)."""
+    counts = torch.bincount(changed, minlength=n).tolist()
+    occurring = [p for p in range(n) if counts[p]]
+    cum = [0]
+    for p in occurring:
+        cum.append(cum[-1] + counts[p])
+    # best[i]: least cost of the first i occurring positions; start[i]: where its last group starts
+    best, start = [0.0], [0]
+    for i in range(1, len(occurring) + 1):
+        cost, j = min((best[j] + CALL_POSITIONS + (n - occurring[j]) * (cum[i] - cum[j]), j) for j in range(i))
+        best.append(cost)
+        start.append(j)
+    groups, i = [], len(occurring)
+    while i:
+        j = start[i]
+        lo, hi = occurring[j], occurring[i - 1]
+        groups.append((lo, torch.nonzero((changed >= lo) & (changed <= hi)).flatten()))
+        i = j
+    return groups[::-1]
 
 
 def xent(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -419,9 +502,10 @@ def _gradient_children(
 ) -> torch.Tensor:
     """Children [M * r, n], one random position per child, its token uniform from that slot's
     top-k; with each child's slot [M * r] (its parent is state.ids[slot]) and that position [M * r]."""
-    distinct, member_of_slot = torch.unique(state.ids, dim=0, return_inverse=True)
-    _, _, g_t, g_x = scorer.gradients(distinct)  # [u, n, V] each: one gradient pass per distinct prompt
-    grad = g_t[member_of_slot] - lambdas[:, None, None] * g_x[member_of_slot]  # [M, n, V] slot objective
+    stats = scorer.member_stats(state.ids)  # one gradient pass over the members new to the population
+    g_p = torch.stack([s.grad_proposal for s in stats])  # [M, n, V]
+    g_x = torch.stack([s.grad_xent for s in stats])
+    grad = g_p - lambdas[:, None, None] * g_x  # [M, n, V] slot objective
     grad = grad.masked_fill(banned, -math.inf)
     top = grad.topk(cfg.top_k, dim=-1).indices  # [M, n, k] on the device
     m, n = state.ids.shape
