@@ -137,7 +137,7 @@ def retokenizes(tokenizer, ids: torch.Tensor) -> torch.Tensor:
     return torch.tensor([a == b for a, b in zip(again, ids.tolist())], dtype=torch.bool)
 
 
-CALL_POSITIONS = 128  # a forward call's fixed cost in child positions (neox-m, 2 CPU cores; benchmarks/epo_throughput.py)
+CALL_POSITIONS = 200  # a forward call's fixed cost over one child position's: ~5 ms / ~24 µs (neox-m, 2 CPU cores)
 
 
 @dataclass
