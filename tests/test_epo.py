@@ -311,7 +311,7 @@ def test_position_groups_are_the_cheapest_split_by_brute_force(monkeypatch):
     import lmfeatures.epo as epo_module
 
     g = torch.Generator().manual_seed(0)
-    for trial in range(30):
+    for _ in range(30):
         n = int(torch.randint(2, 8, (), generator=g))
         monkeypatch.setattr(epo_module, "CALL_POSITIONS", float(torch.randint(0, 40, (), generator=g)))
         changed = torch.randint(0, n, (int(torch.randint(1, 40, (), generator=g)),), generator=g)
@@ -320,7 +320,7 @@ def test_position_groups_are_the_cheapest_split_by_brute_force(monkeypatch):
         assert sorted(covered.tolist()) == list(range(len(changed)))
         assert all(int(changed[rows].min()) == q for q, rows in groups)
 
-        def cost(split):
+        def cost(split, n=n, changed=changed):
             return sum(epo_module.CALL_POSITIONS + (n - int(changed[r].min())) * len(r) for _, r in split)
 
         counts = torch.bincount(changed, minlength=n)
@@ -345,7 +345,12 @@ def test_member_stats_are_computed_once_per_member_and_equal_fresh_gradients(mon
     scorer = Scorer(hm, UnitTarget("mlp.1", 5), batch_size=8, proposal=UnitTarget("mlp_pre.1", 5))
     passes = []
     real_pass = scorer._gradient_pass
-    monkeypatch.setattr(scorer, "_gradient_pass", lambda ids, keep_prefix: passes.append(len(ids)) or real_pass(ids, keep_prefix))
+
+    def counting_pass(ids, keep_prefix):
+        passes.append(len(ids))
+        return real_pass(ids, keep_prefix)
+
+    monkeypatch.setattr(scorer, "_gradient_pass", counting_pass)
     g = torch.Generator().manual_seed(1)
     a, b, c = torch.randint(1, 64, (3, 5), generator=g)
     scorer.member_stats(torch.stack([a, b, a]))
@@ -353,7 +358,8 @@ def test_member_stats_are_computed_once_per_member_and_equal_fresh_gradients(mon
     scorer.member_stats(torch.stack([a]))  # a again: computed afresh
     assert passes == [2, 1, 1]
     _, _, g_p, g_x, _, _ = real_pass(torch.stack([b, c]), keep_prefix=False)
-    assert torch.allclose(stats[0].grad_proposal, g_p[0], atol=1e-6) and torch.allclose(stats[2].grad_xent, g_x[1], atol=1e-6)
+    assert torch.allclose(stats[0].grad_proposal, g_p[0], atol=1e-6)
+    assert torch.allclose(stats[2].grad_xent, g_x[1], atol=1e-6)
     with torch.no_grad():
         logits = hm.run([], input_ids=c[None], return_logits=True)["logits"]
     assert torch.allclose(stats[1].logp, torch.log_softmax(logits[0, :-1], -1), atol=1e-5)

@@ -240,12 +240,13 @@ class Scorer:
                 past = DynamicCache()
                 for layer, (keys, values) in enumerate(kv):
                     past.update(keys[par, :, :q], values[par, :, :q], layer)
-                out = self.model.run([self.target.hook], input_ids=kids[:, q:], return_logits=True, past_key_values=past)
+                hook = self.target.hook
+                out = self.model.run([hook], input_ids=kids[:, q:], return_logits=True, past_key_values=past)
                 lg = out["logits"][:, :-1].float()  # predicts tokens q+1..n-1
                 suffix = (torch.logsumexp(lg, dim=-1) - lg.gather(-1, kids[:, q + 1 :, None]).squeeze(-1)).sum(1)
                 at_q = -logp[par, q - 1].gather(1, kids[:, q : q + 1]).squeeze(1)
                 xents[r] = (prefix_nll[par, q - 1] + at_q + suffix) / (n - 1)
-                target[r] = self.target(out[self.target.hook]).float()
+                target[r] = self.target(out[hook]).float()
         return target, xents
 
     def gradients(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
