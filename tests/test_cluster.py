@@ -60,9 +60,14 @@ def slurm(tmp_path_factory):
 
 
 def sacct(env: dict, *fields: str) -> list[dict]:
-    """The cluster's jobs (allocations, not steps) as dicts of `fields`."""
+    """The cluster's jobs (allocations, not steps) as dicts of `fields`, since the cluster started
+    (sacct's default window starts at today's midnight, which drops jobs of a run that crossed it)."""
     out = subprocess.run(
-        ["sacct", "-n", "-X", "-P", "-a", "-o", ",".join(fields)], env=env, capture_output=True, text=True, check=True
+        ["sacct", "-n", "-X", "-P", "-a", "-S", "2000-01-01", "-o", ",".join(fields)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return [dict(zip(fields, line.split("|"))) for line in out.splitlines()]
 
