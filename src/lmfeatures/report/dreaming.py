@@ -74,7 +74,9 @@ def frontier_figure(hist: pd.DataFrame, data: pd.DataFrame, summary: dict, neuro
         zorder=5,
         label="dataset top examples (cut)",
     )
-    ax.axhline(scan_max, color="#1b9e77", linestyle="--", linewidth=1, label=f"dataset max ({scan_max:.2f})")
+    ax.axhline(scan_max, color="#1b9e77", linestyle="--", linewidth=1, label="dataset max")
+    # The value goes on the panel, not in the legend, which the report's panels share.
+    ax.text(1.0, scan_max, f" {scan_max:.2f}", transform=ax.get_yaxis_transform(), va="center", fontsize=7)
     for t in (4, 6):
         ax.axvline(t, color="black", linestyle=":", linewidth=0.8)
     ax.axvspan(real["median"], real["p90"], color="#1b9e77", alpha=0.08, label="real text: median to p90 xent")
