@@ -21,3 +21,5 @@ rule all:
     default_target: True
     input:
         rules.report.output.html,
+        # the report links every model's neuron pages
+        expand(rules.neuron_pages.output.out_dir, model=MODELS),

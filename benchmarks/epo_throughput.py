@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from lmfeatures.config import load_config, model_entry
-from lmfeatures.epo import EPOConfig, Scorer, UnitTarget, auto_batch_size, epo, method_config
-from lmfeatures.hooks import HookedModel
-from lmfeatures.models import family_config, init_model, load_model
+from lmfeatures.epo.epo import EPOConfig, Scorer, UnitTarget, auto_batch_size, epo, method_config
+from lmfeatures.lm.hooks import HookedModel
+from lmfeatures.lm.models import family_config, init_model
+from lmfeatures.store.models import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 ITERATIONS = 60
@@ -34,8 +35,8 @@ def default_model():
     if (path / "config.json").is_file():
         model, tok = load_model(path)
         return HookedModel(model), tok, config, f"{name} (trained, {path})"
-    from lmfeatures.corpus import CorpusConfig, build_corpus
-    from lmfeatures.tokenizer import TokenizerConfig, train_tokenizer
+    from lmfeatures.lm.corpus import CorpusConfig, build_corpus
+    from lmfeatures.lm.tokenizer import TokenizerConfig, train_tokenizer
 
     dd, _ = build_corpus(CorpusConfig(max_documents=200))
     tok = train_tokenizer(dd["train"], TokenizerConfig(vocab_size=config["tokenizer"]["vocab_size"]))

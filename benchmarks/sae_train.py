@@ -2,7 +2,7 @@
 
 No arguments; under two minutes on 2 cores. At the default config's SAE shape (d_in = d_mlp of
 `sae.model`, d_sae = expansion x d_in, k, batch_size) on planted sparse activations (so features
-stay alive as on real data), it reports training tokens per second of `lmfeatures.sae.train_sae`
+stay alive as on real data), it reports training tokens per second of `lmfeatures.sae.sae.train_sae`
 (the whole loop: batch gather, encode, TopK, decode, AuxK, backward, Adam, decoder renorm) and its
 time per step, measured as the difference between two run lengths so that set-up is excluded.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from lmfeatures.config import load_config, model_entry
-from lmfeatures.sae import SAEConfig, train_sae
+from lmfeatures.sae.sae import SAEConfig, train_sae
 
 REPO = Path(__file__).resolve().parents[1]
 REPEATS = 3

@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 
 from lmfeatures.config import load_config
-from lmfeatures.hooks import HookedModel
-from lmfeatures.models import TRAIN, family_config, init_model, load_model
-from lmfeatures.scan import ScanConfig, Windows, scan
+from lmfeatures.lm.hooks import HookedModel
+from lmfeatures.lm.models import TRAIN, family_config, init_model
+from lmfeatures.scan.scan import ScanConfig, Windows, scan
+from lmfeatures.store.models import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 N_WINDOWS = 256  # 32k tokens per timed run

@@ -2,7 +2,7 @@
 
 No arguments; under two minutes on 2 cores. On the largest model of `alignment.models` in
 config/config.yaml (its shape with random weights: speed does not depend on training), it times
-`lmfeatures.feature_inputs.vocab_profiles` (every token alone, every layer's `resid` and the
+`lmfeatures.alignment.feature_inputs.vocab_profiles` (every token alone, every layer's `resid` and the
 embedding captured, moved to the CPU) against the model's own forward over the same tokens without
 its LM head (the blocks and the final norm, no hooks). Also reports the greedy step's tokens per
 second. Prints `vocab-scan/forward time ratio: X` last (goal: X <= 1.2).
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
+from lmfeatures.alignment.feature_inputs import greedy_step, vocab_profiles
 from lmfeatures.config import load_config, model_entry
-from lmfeatures.feature_inputs import greedy_step, vocab_profiles
-from lmfeatures.hooks import HookedModel
-from lmfeatures.models import family_config, init_model
+from lmfeatures.lm.hooks import HookedModel
+from lmfeatures.lm.models import family_config, init_model
 
 REPO = Path(__file__).resolve().parents[1]
 REPEATS = 5

@@ -20,8 +20,8 @@ import torch
 from transformers import AutoModelForCausalLM, GPTNeoXConfig
 
 from lmfeatures.config import load_config
-from lmfeatures.corpus import CorpusConfig, build_corpus
-from lmfeatures.models import n_parameters
+from lmfeatures.lm.corpus import CorpusConfig, build_corpus
+from lmfeatures.lm.models import n_parameters
 
 # EleutherAI/pythia-410m's config.json
 PYTHIA_410M = dict(

@@ -9,7 +9,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def small_corpus():
     """A 40-document slice of the embedded corpus, shared by the data / tokenizer / training tests."""
-    from lmfeatures.corpus import CorpusConfig, build_corpus
+    from lmfeatures.lm.corpus import CorpusConfig, build_corpus
 
     dd, info = build_corpus(CorpusConfig(max_documents=40, max_chars_per_document=3000, heldout_fraction=0.25))
     return dd, info
@@ -17,7 +17,7 @@ def small_corpus():
 
 @pytest.fixture(scope="session")
 def small_tokenizer(small_corpus):
-    from lmfeatures.tokenizer import TokenizerConfig, train_tokenizer
+    from lmfeatures.lm.tokenizer import TokenizerConfig, train_tokenizer
 
     return train_tokenizer(small_corpus[0]["train"], TokenizerConfig(vocab_size=400))
 
@@ -25,7 +25,7 @@ def small_tokenizer(small_corpus):
 @pytest.fixture(scope="session")
 def e2e_run(tmp_path_factory):
     """The workflow run on config/test.yaml in a temporary folder (the end-to-end and cluster tests)."""
-    from lmfeatures.micro import save_local_model
+    from micro import save_local_model
 
     workdir = tmp_path_factory.mktemp("e2e")
     save_local_model("qwen3", str(workdir / "local-models" / "qwen3-micro"))  # test.yaml's qwen3-local

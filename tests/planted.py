@@ -1,9 +1,9 @@
 """Micro models with a planted neuron whose answer is known, shared by the EPO and pruning tests."""
 
 import torch
+from micro import micro_model
 
-from lmfeatures.hooks import HookedModel
-from lmfeatures.micro import micro_model
+from lmfeatures.lm.hooks import HookedModel
 
 
 def conjunction_model(vocab=2000, a=11, b=1234):

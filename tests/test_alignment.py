@@ -4,7 +4,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from lmfeatures.alignment import (
+from lmfeatures.alignment.alignment import (
     best_match,
     derangement,
     paired_spearman,
@@ -75,7 +75,7 @@ def test_sequence_agreement():
 
 
 def test_layer_pair_alignment_equals_pairwise_spearman_and_its_nulls():
-    from lmfeatures.alignment import by_distance, layer_pair_alignment, pairs_mean
+    from lmfeatures.alignment.alignment import by_distance, layer_pair_alignment, pairs_mean
 
     layers = [torch.randn(300, 8, generator=GEN) for _ in range(3)]
     pairs = layer_pair_alignment(layers, seed=4)
@@ -95,8 +95,9 @@ def test_layer_pair_alignment_equals_pairwise_spearman_and_its_nulls():
 
 def _near_identity_model(seed: int):
     """A micro GPT-NeoX whose blocks add only a tiny, independently random change to the residual stream."""
-    from lmfeatures.hooks import HookedModel
-    from lmfeatures.micro import micro_model
+    from micro import micro_model
+
+    from lmfeatures.lm.hooks import HookedModel
 
     model = micro_model("gpt_neox", seed=seed, vocab_size=512, n_layers=4)
     with torch.no_grad():
@@ -108,8 +109,8 @@ def _near_identity_model(seed: int):
 
 
 def test_identity_blocks_align_every_layer_and_the_identity_path_controls_remove_it():
-    from lmfeatures.alignment import block_writes, layer_pair_alignment, pairs_mean
-    from lmfeatures.feature_inputs import vocab_profiles
+    from lmfeatures.alignment.alignment import block_writes, layer_pair_alignment, pairs_mean
+    from lmfeatures.alignment.feature_inputs import vocab_profiles
 
     hm = _near_identity_model(0)
     profiles = vocab_profiles(hm, ["embed"] + [f"resid.{i}" for i in range(4)])
@@ -134,7 +135,7 @@ def test_identity_blocks_align_every_layer_and_the_identity_path_controls_remove
 
 
 def test_an_independent_random_model_sits_at_the_null():
-    from lmfeatures.feature_inputs import vocab_profiles
+    from lmfeatures.alignment.feature_inputs import vocab_profiles
 
     first = vocab_profiles(_near_identity_model(0), ["resid.2"])["resid.2"]
     second = vocab_profiles(_near_identity_model(1), ["resid.2"])["resid.2"]

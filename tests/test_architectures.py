@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from micro import NO_NEURONS, NOT_BUILT, PASSED, REFUSED, hook_coverage, micro_model
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from lmfeatures.architectures import ARCHITECTURES, ArchitectureError, discover
-from lmfeatures.hooks import HookedModel
-from lmfeatures.micro import NO_NEURONS, NOT_BUILT, PASSED, REFUSED, hook_coverage, micro_model
+from lmfeatures.lm.architectures import ARCHITECTURES, ArchitectureError, discover
+from lmfeatures.lm.hooks import HookedModel
 
 REPO = Path(__file__).resolve().parents[1]
 # These must pass (issue 8).

@@ -88,7 +88,7 @@ def run_under_slurm(env: dict, workdir: Path, *targets: str, config=(), options=
 @pytest.fixture(scope="module")
 def slurm_run(slurm, tmp_path_factory):
     """The whole DAG on config/test.yaml under SLURM: (workdir, snakemake's output); prints its wall time."""
-    from lmfeatures.micro import save_local_model
+    from micro import save_local_model
 
     workdir = tmp_path_factory.mktemp("slurm-run")
     save_local_model("qwen3", str(workdir / "local-models" / "qwen3-micro"))
@@ -160,7 +160,7 @@ def test_a_cancelled_epo_job_resumes_from_its_checkpoint(slurm, slurm_run, tmp_p
 
 
 def test_an_unknown_partition_stops_before_any_job(slurm, tmp_path):
-    from lmfeatures.micro import save_local_model
+    from micro import save_local_model
 
     save_local_model("qwen3", str(tmp_path / "local-models" / "qwen3-micro"))
     jobs_before = len(sacct(slurm, "JobID"))

@@ -155,7 +155,7 @@ def test_epo_settings_are_checked_at_validation():
 
 def test_a_missing_local_model_is_left_to_the_model_check():
     """Validation does not trip over a local path that does not exist; check_hub_source names it."""
-    from lmfeatures.models import ModelUnavailable, check_hub_source
+    from lmfeatures.lm.models import ModelUnavailable, check_hub_source
 
     cfg = copy.deepcopy(BASE)
     cfg["models"].append({"name": "mine", "source": "/nonexistent/my-llama"})
@@ -165,7 +165,7 @@ def test_a_missing_local_model_is_left_to_the_model_check():
 
 
 def test_a_causal_lm_is_no_fill_mask_proposer(tmp_path):
-    from lmfeatures.micro import save_fill_mask_model, save_local_model
+    from micro import save_fill_mask_model, save_local_model
 
     save_local_model("llama", str(tmp_path / "llama"))
     with pytest.raises(ConfigError, match=re.escape("'prune.proposer': ") + ".*a llama model, which has no masked-LM"):

@@ -1,6 +1,6 @@
 import pytest
 
-from lmfeatures.corpus import CorpusConfig, CorpusError, build_corpus, heldout_by_hash, stdlib_files
+from lmfeatures.lm.corpus import CorpusConfig, CorpusError, build_corpus, heldout_by_hash, stdlib_files
 
 
 def test_stdlib_corpus_excludes_tests_and_site_packages():
@@ -52,7 +52,7 @@ def test_empty_corpus_and_missing_column_are_clear_errors(tmp_path):
 
 
 def test_empty_or_missing_local_files_are_one_clear_error(tmp_path):
-    from lmfeatures.corpus import CorpusError
+    from lmfeatures.lm.corpus import CorpusError
 
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")

@@ -10,6 +10,12 @@ import sys
 import pytest
 from workflow_runs import REPO, snakemake
 
+# the rules that only present results: an edit to lmfeatures/report/ may rerun these and nothing else
+PRESENTATION_JOBS = {
+    *("model_summary", "scan_summary", "epo_summary", "prune_summary", "alignment_summary", "sae_summary"),
+    *("neuron_pages", "sae_pages", "report", "all"),
+}
+
 pytestmark = pytest.mark.e2e
 
 
@@ -93,19 +99,17 @@ def test_code_change_reruns_the_rules_that_run_it(run, tmp_path):
 
     # imported by lmfeatures.stages.report only
     assert jobs_after_changing("report/models.py") == {"model_summary", "report", "all"}
-    # imported by lmfeatures.stages.epo only; the runs after the epo_neurons checkpoint are planned when it has
-    # run, and with them what reads their results: the pages and the pruning summary (not the pruning itself)
-    assert jobs_after_changing("frontier.py") == {
-        "epo_neurons",
-        "epo_summary",
-        "neuron_pages",
-        "prune_summary",
-        "scan_summary",
-        "report",
-        "all",
+    # imported by lmfeatures.stages.epo only: every EPO job and what reads their results
+    assert jobs_after_changing("epo/frontier.py") == {
+        *("epo_run", "epo_fluency", "epo_compare"),
+        *("epo_summary", "prune_summary", "neuron_pages", "report", "all"),
     }
     # imported by every stage that loads a model
-    assert {"train_model", "scan", "neuron_pages", "epo_neurons"} <= jobs_after_changing("hooks.py")
+    assert {"train_model", "scan", "select_neurons", "epo_run", "neuron_pages"} <= jobs_after_changing("lm/hooks.py")
+    # presentation: an edit to any report/ module reruns only the summaries, the pages and the report
+    for module in sorted((package / "report").glob("*.py")):
+        jobs = jobs_after_changing(str(module.relative_to(package)))
+        assert jobs and jobs <= PRESENTATION_JOBS, (module.name, sorted(jobs - PRESENTATION_JOBS))
 
 
 def test_config_typo_stops_before_any_job(tmp_path):
@@ -119,7 +123,7 @@ def test_config_typo_stops_before_any_job(tmp_path):
 
 def test_scans_pages_and_report_section(run):
     results = run / "results"
-    from lmfeatures.scan import load_scan
+    from lmfeatures.store.scans import load_scan
 
     scan = load_scan(results / "scans" / "micro-b", model_dir=results / "models" / "micro-b")
     assert scan.tensor("mlp.1", "top_values").shape == (5, 64) and scan.tensor("resid.0", "max").numel() == 32
@@ -232,10 +236,11 @@ def test_pruning_with_a_fill_mask_model(run, tmp_path):
     """prune.proposer set to a saved fill-mask model: its words become variants; a fill-mask model whose
     words are no tokens of the studied model's skips every neuron with the reason."""
     import pandas as pd
+    from micro import save_fill_mask_model
     from transformers import AutoTokenizer
 
-    from lmfeatures.micro import save_fill_mask_model
     from lmfeatures.stages.prune import prune_neurons
+    from lmfeatures.store.selection import write_selection
 
     results = run / "results"
     studied = AutoTokenizer.from_pretrained(results / "models" / "micro-b")
@@ -243,12 +248,13 @@ def test_pruning_with_a_fill_mask_model(run, tmp_path):
     save_fill_mask_model(str(tmp_path / "bert"), words)
     save_fill_mask_model(str(tmp_path / "off"), ["zqxj", "vvkq", "xxjz"])
     params = {**json.loads((results / "prune" / "micro-b" / "provenance.json").read_text())["config"]["prune"]}
+    selection = tmp_path / "selection.json"
+    write_selection(selection, {"model": "micro-b", "epo": [], "prune": ["L1N3"], "pages": [], "partner_pages": []})
     kwargs = dict(
         model_dir=str(results / "models" / "micro-b"),
         scan_dir=str(results / "scans" / "micro-b"),
         model="micro-b",
-        epo_selection=None,
-        selection={"explicit": ["1.3"], "top_per_layer": 0, "top_concentration": 0, "random_per_layer": 0},
+        selection_json=str(selection),
         config={},
         seed=0,
         device="cpu",

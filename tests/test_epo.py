@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from micro import micro_model
 from planted import conjunction_model
 
-from lmfeatures.epo import (
+from lmfeatures.epo.epo import (
     EPOConfig,
     EPOError,
     Scorer,
@@ -19,8 +20,7 @@ from lmfeatures.epo import (
     retokenizes,
     xent,
 )
-from lmfeatures.hooks import HookedModel
-from lmfeatures.micro import micro_model
+from lmfeatures.lm.hooks import HookedModel
 
 
 def test_pareto_front_by_hand():
@@ -97,7 +97,7 @@ def test_one_hot_gradient_matches_autograd_on_embeddings():
 
 def test_xent_gradient_by_finite_differences():
     """The relaxed xent(onehot) = xent_of_onehot(logits(onehot @ W_E), onehot), differentiated numerically."""
-    from lmfeatures.epo import xent_of_onehot
+    from lmfeatures.epo.epo import xent_of_onehot
 
     model = HookedModel(micro_model("gpt_neox", seed=1).double())
     scorer = Scorer(model, UnitTarget("mlp.0", 2), batch_size=8)
@@ -216,7 +216,7 @@ def test_children_take_tokens_from_the_slot_objectives_top_k():
     """Every child that differs from its parent differs in exactly one position, by a token of that
     slot's top-k of d proposal - lambda_j d xent there (banned tokens excluded), computed here by
     hand from the two gradients; with k = 1 it is the argmax."""
-    from lmfeatures.epo import EPOState, _gradient_children
+    from lmfeatures.epo.epo import EPOState, _gradient_children
 
     hm = HookedModel(micro_model("gpt_neox", seed=5))
     scorer = Scorer(hm, UnitTarget("mlp.1", 4), batch_size=16)
@@ -248,8 +248,8 @@ def test_children_take_tokens_from_the_slot_objectives_top_k():
 
 
 def test_stage_inputs_are_checked_before_compute(tmp_path, small_corpus, small_tokenizer):
+    from lmfeatures.lm.tokenizer import TokenizerConfig, train_tokenizer
     from lmfeatures.stages.epo import build_scorer
-    from lmfeatures.tokenizer import TokenizerConfig, train_tokenizer
 
     def save(name, tok):
         path = tmp_path / name
@@ -271,7 +271,7 @@ def test_stage_inputs_are_checked_before_compute(tmp_path, small_corpus, small_t
 
 
 def test_auto_batch_size_scales_with_the_prompt_length():
-    from lmfeatures.epo import auto_batch_size
+    from lmfeatures.epo.epo import auto_batch_size
 
     model = HookedModel(micro_model("gpt_neox", seed=0, vocab_size=50_000))
     short, long = auto_batch_size(model, None, 4), auto_batch_size(model, None, 64)
@@ -283,7 +283,7 @@ def test_auto_batch_size_scales_with_the_prompt_length():
 def test_children_scored_from_the_parents_cache_equal_full_scores(arch, call_positions, monkeypatch):
     """Reusing a parent's keys, values and NLL up to the changed position gives score() exactly,
     with slots that share a parent, and when every child changed at the same position."""
-    import lmfeatures.epo as epo_module
+    import lmfeatures.epo.epo as epo_module
 
     monkeypatch.setattr(epo_module, "CALL_POSITIONS", call_positions)
     hm = HookedModel(micro_model(arch, seed=1))
@@ -308,7 +308,7 @@ def test_position_groups_are_the_cheapest_split_by_brute_force(monkeypatch):
     positions into consecutive groups costs less (all 2^(n-1) splits tried)."""
     import itertools
 
-    import lmfeatures.epo as epo_module
+    import lmfeatures.epo.epo as epo_module
 
     g = torch.Generator().manual_seed(0)
     for _ in range(30):

@@ -5,10 +5,10 @@ import json
 import pandas as pd
 import pytest
 import torch
+from micro import micro_model
 
-from lmfeatures.epo import Scorer, UnitTarget, xent
-from lmfeatures.hooks import HookedModel
-from lmfeatures.micro import micro_model
+from lmfeatures.epo.epo import Scorer, UnitTarget, xent
+from lmfeatures.lm.hooks import HookedModel
 from lmfeatures.stages import epo as stage
 
 PARAMS = {

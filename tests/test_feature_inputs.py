@@ -2,8 +2,9 @@
 
 import pytest
 import torch
+from micro import micro_model
 
-from lmfeatures.feature_inputs import (
+from lmfeatures.alignment.feature_inputs import (
     FeatureInputConfig,
     embedding_ascent,
     greedy_search,
@@ -13,8 +14,7 @@ from lmfeatures.feature_inputs import (
     relaxed_onehot_ascent,
     vocab_profiles,
 )
-from lmfeatures.hooks import HookedModel
-from lmfeatures.micro import micro_model
+from lmfeatures.lm.hooks import HookedModel
 
 
 @pytest.fixture(scope="module", params=["gpt_neox", "llama"])

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from micro import save_fill_mask_model
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-from lmfeatures.fill_mask import FillMaskProposer, word_overlap
-from lmfeatures.micro import save_fill_mask_model
+from lmfeatures.prune.fill_mask import FillMaskProposer, word_overlap
 
 WORDS = ["for", "in", "return", "else", "import", "zzqxv", "yield", "self"]
 

@@ -2,13 +2,14 @@
 
 import pandas as pd
 import torch
+from micro import micro_model
 
-from lmfeatures.epo import Scorer, UnitTarget
-from lmfeatures.frontier import best_below, calibration, compare_with_data, dataset_examples, real_text_xent
-from lmfeatures.hooks import HookedModel
-from lmfeatures.micro import micro_model
-from lmfeatures.neurons import Neuron
-from lmfeatures.scan import Scan, ScanConfig, make_windows, scan
+from lmfeatures.epo.epo import Scorer, UnitTarget
+from lmfeatures.epo.frontier import best_below, calibration, compare_with_data, dataset_examples, real_text_xent
+from lmfeatures.lm.hooks import HookedModel
+from lmfeatures.scan.neurons import Neuron
+from lmfeatures.scan.scan import ScanConfig, make_windows, scan
+from lmfeatures.store.scans import Scan
 
 
 class _Tok:

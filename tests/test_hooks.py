@@ -1,17 +1,17 @@
 """HookedModel returns the activations its hook names promise, on every supported architecture.
 
-Each check compares against something computed independently of lmfeatures.hooks:
+Each check compares against something computed independently of lmfeatures.lm.hooks:
 the model's own weights by hand, HF's output_hidden_states, or plain torch hooks.
 """
 
 import pytest
 import torch
 import torch.nn.functional as F
+from micro import MICRO_ARCHITECTURES, micro_model
 from transformers import AutoModelForCausalLM, OPTConfig
 
-from lmfeatures.architectures import ARCHITECTURES, ArchitectureError, ArchSpec, register_architecture
-from lmfeatures.hooks import HookedModel, parse_hook
-from lmfeatures.micro import MICRO_ARCHITECTURES, micro_model
+from lmfeatures.lm.architectures import ARCHITECTURES, ArchitectureError, ArchSpec, register_architecture
+from lmfeatures.lm.hooks import HookedModel, parse_hook
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 N_LAYERS = 3  # micro_model's default

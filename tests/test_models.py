@@ -2,11 +2,12 @@ import time
 
 import pytest
 import torch
+from micro import micro_model
 
 from lmfeatures.io import read_json
-from lmfeatures.micro import micro_model
-from lmfeatures.models import ModelUnavailable, check_hub_source, load_model
+from lmfeatures.lm.models import ModelUnavailable, check_hub_source
 from lmfeatures.stages.models import hub_model
+from lmfeatures.store.models import load_model
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from lmfeatures.n2g import WILDCARD, Predictor, firing_scores, pattern_of, token_lookup
+from lmfeatures.prune.n2g import WILDCARD, Predictor, firing_scores, pattern_of, token_lookup
 
 
 def test_pattern_starts_at_the_first_important_token_and_wildcards_the_rest():

@@ -4,11 +4,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from micro import micro_model
 
-from lmfeatures.hooks import HookedModel
-from lmfeatures.micro import micro_model
-from lmfeatures.neurons import Neuron, NeuronSpec, direct_logit_effect, resolve_neurons, token_concentration
-from lmfeatures.scan import Scan, ScanConfig, ScanError, make_windows, scan
+from lmfeatures.lm.hooks import HookedModel
+from lmfeatures.scan.neurons import Neuron, NeuronSpec, direct_logit_effect, resolve_neurons, token_concentration
+from lmfeatures.scan.scan import ScanConfig, ScanError, make_windows, scan
+from lmfeatures.store.scans import Scan
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,13 @@
 import re
 
 import torch
+from micro import micro_model
 
-from lmfeatures.hooks import HookedModel
-from lmfeatures.micro import micro_model
-from lmfeatures.neurons import Neuron, token_activations
+from lmfeatures.lm.hooks import HookedModel
 from lmfeatures.report.pages import NeuronPage, dataset_page
-from lmfeatures.scan import Scan, ScanConfig, make_windows, scan
+from lmfeatures.scan.neurons import Neuron, token_activations
+from lmfeatures.scan.scan import ScanConfig, make_windows, scan
+from lmfeatures.store.scans import Scan
 
 
 class _Tok:

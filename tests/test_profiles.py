@@ -4,12 +4,12 @@ requests that stop a run before any job is submitted."""
 import pytest
 import torch
 import yaml
+from micro import save_local_model
 from transformers import AutoModelForCausalLM
 from workflow_runs import REPO, snakemake
 
 from lmfeatures.config import ConfigError, load_config
-from lmfeatures.micro import save_local_model
-from lmfeatures.models import family_config
+from lmfeatures.lm.models import family_config
 from lmfeatures.resources import check_gpu_requests, check_partitions, mem_mb, model_parameters, runtime_minutes
 
 

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from micro import micro_model
 from planted import conjunction_model
 
-from lmfeatures.hooks import HookedModel
-from lmfeatures.micro import micro_model
-from lmfeatures.prune import (
+from lmfeatures.lm.hooks import HookedModel
+from lmfeatures.prune.prune import (
     MAE,
     PruneConfig,
     Unit,

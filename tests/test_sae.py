@@ -5,10 +5,12 @@ import os
 
 import pytest
 import torch
+from micro import micro_model
 
-from lmfeatures.hooks import HookedModel
-from lmfeatures.micro import micro_model
-from lmfeatures.sae import (
+from lmfeatures.lm.hooks import HookedModel
+from lmfeatures.sae.dictionary_checks import other_run
+from lmfeatures.sae.evaluate import evaluate_sae
+from lmfeatures.sae.sae import (
     ReconstructionStats,
     SAEConfig,
     SAEError,
@@ -21,8 +23,9 @@ from lmfeatures.sae import (
     sae_lens_files,
     train_sae,
 )
-from lmfeatures.scan import make_windows
-from lmfeatures.stages.sae import evaluate_sae, load_sae, other_run, run_config, save_sae
+from lmfeatures.scan.scan import make_windows
+from lmfeatures.stages.sae import run_config
+from lmfeatures.store.sae import load_sae, save_sae
 
 
 def planted(n=120_000, d=32, m=128, active=3, seed=0):

@@ -5,11 +5,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from micro import micro_model
 
-from lmfeatures.hooks import HookedModel
-from lmfeatures.micro import micro_model
-from lmfeatures.proxies import ProxyError, check_proxies, proxy_labels
-from lmfeatures.sae_checks import (
+from lmfeatures.lm.hooks import HookedModel
+from lmfeatures.sae.checks import (
     HIST_BINS,
     CheckAccumulator,
     CheckThresholds,
@@ -19,6 +18,7 @@ from lmfeatures.sae_checks import (
     next_token_logprobs,
     passes,
 )
+from lmfeatures.sae.proxies import ProxyError, check_proxies, proxy_labels
 
 
 def _data(seed=0, tokens=300, units=6, neurons=4, other=5, classes=3):

@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
+from micro import micro_model
 
-from lmfeatures.hooks import HookedModel
-from lmfeatures.micro import micro_model
-from lmfeatures.scan import HIST_BINS, ScanConfig, ScanError, load_scan, make_windows, scan, scan_meta
-from lmfeatures.stages.scans import write_scan
+from lmfeatures.lm.hooks import HookedModel
+from lmfeatures.scan.scan import HIST_BINS, ScanConfig, ScanError, make_windows, scan
+from lmfeatures.store.scans import load_scan, scan_meta, write_scan
 
 
 def _docs(seed=0, n=9, vocab=64):
@@ -138,7 +138,7 @@ def test_scan_is_reproducible_and_round_trips(tmp_path):
 
 
 def test_compiled_batch_kernels_match_eager():
-    from lmfeatures.scan import batch_histogram, batch_partials
+    from lmfeatures.scan.scan import batch_histogram, batch_partials
 
     g = torch.Generator().manual_seed(0)
     acts = torch.randn(4, 8, 24, generator=g)
@@ -161,7 +161,7 @@ def test_every_positive_window_falls_in_exactly_one_interval():
     -> 1.000977) must still land in the top interval, not in none."""
     import numpy as np
 
-    from lmfeatures.scan import _interval_samples
+    from lmfeatures.scan.scan import _interval_samples
 
     rng = np.random.default_rng(0)
     unit_max = np.array([1.0009, 3.3, 0.7], dtype=np.float32)
@@ -219,7 +219,7 @@ def test_top_k_per_document_cap_equals_brute_force(cap):
 
 
 def test_context_only_positions_never_count_even_when_not_finite():
-    from lmfeatures.scan import _Accumulator
+    from lmfeatures.scan.scan import _Accumulator
 
     acts = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
     valid = torch.ones(2, 5, dtype=torch.bool)

@@ -70,12 +70,12 @@ def test_code_version_follows_imports(tmp_path, monkeypatch):
     shutil.copytree(io.PACKAGE_ROOT, package, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(io, "PACKAGE_ROOT", package)
     before = {s: io.code_version(f"lmfeatures.stages.{s}") for s in ("data", "scans", "epo", "report")}
-    with open(package / "frontier.py", "a") as f:  # imported by stages.epo only
+    with open(package / "epo" / "frontier.py", "a") as f:  # imported by stages.epo only
         f.write("\n# changed\n")
     after = {s: io.code_version(f"lmfeatures.stages.{s}") for s in before}
     assert after["epo"] != before["epo"]
     assert {s: after[s] for s in ("data", "scans", "report")} == {s: before[s] for s in ("data", "scans", "report")}
-    with open(package / "hooks.py", "a") as f:  # imported through models / neurons / epo: every model stage
+    with open(package / "lm" / "hooks.py", "a") as f:  # imported through models / neurons / epo: every model stage
         f.write("\n# changed\n")
     again = {s: io.code_version(f"lmfeatures.stages.{s}") for s in before}
     assert again["scans"] != after["scans"] and again["epo"] != after["epo"] and again["data"] == after["data"]

@@ -2,8 +2,8 @@ import math
 
 import torch
 
-from lmfeatures.stages.data import save_split
-from lmfeatures.tokens import TokenizedSplit, tokenize_texts, unigram_baseline
+from lmfeatures.lm.tokens import TokenizedSplit, tokenize_texts, unigram_baseline
+from lmfeatures.store.data import load_split, save_split
 
 
 def test_byte_level_tokenizer_round_trips_any_text(small_tokenizer):
@@ -31,7 +31,7 @@ def test_tokenized_split_offsets_and_stream(small_tokenizer):
 def test_save_load_round_trip(tmp_path, small_tokenizer):
     split = tokenize_texts(small_tokenizer, ["a b c", "d e"])
     save_split(split, tmp_path / "s.safetensors")
-    again = TokenizedSplit.load(tmp_path / "s.safetensors")
+    again = load_split(tmp_path / "s.safetensors")
     assert torch.equal(again.tokens, split.tokens) and torch.equal(again.doc_offsets, split.doc_offsets)
 
 

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from lmfeatures.models import family_config, init_model
-from lmfeatures.tokens import tokenize_texts
-from lmfeatures.train import TrainConfig, heldout_loss, lm_loss, lr_at, train, window_starts
+from lmfeatures.lm.models import family_config, init_model
+from lmfeatures.lm.tokens import tokenize_texts
+from lmfeatures.lm.train import TrainConfig, heldout_loss, lm_loss, lr_at, train, window_starts
 
 ENTRY = {"name": "t", "n_layers": 1, "d_model": 32, "n_heads": 2, "d_mlp": 64}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from .models import TRAIN, UNTRAINED_TWIN
+from lmfeatures.lm.models import TRAIN, UNTRAINED_TWIN
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 SIZE_FIELDS = ("n_layers", "d_model", "n_heads", "d_mlp")
@@ -88,7 +88,7 @@ def check_models(config: dict) -> None:
 
 def check_stages(config: dict) -> None:
     """Model names that stages refer to must exist; stage settings must make a valid run."""
-    from .epo import EPOError, method_config
+    from lmfeatures.epo.epo import EPOError, method_config
 
     names = [m["name"] for m in config["models"]]
     for stage in STAGES_ON_MODELS:
@@ -115,7 +115,7 @@ def check_stages(config: dict) -> None:
         except EPOError as err:
             raise ConfigError(f"config key 'epo': {err}") from None
     if config.get("prune"):
-        from .prune import prune_config
+        from lmfeatures.prune.prune import prune_config
 
         try:
             prune_config(config["prune"])
@@ -206,7 +206,7 @@ def hub_model_shape(entry: dict, path: Path) -> dict:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from .architectures import ArchitectureError, arch_spec, linear_shape
+    from lmfeatures.lm.architectures import ArchitectureError, arch_spec, linear_shape
 
     cfg = AutoConfig.from_pretrained(str(path))
     with torch.device("meta"):
@@ -221,7 +221,7 @@ def hub_model_shape(entry: dict, path: Path) -> dict:
         raise ConfigError(
             f"config key 'models' ({entry['name']}): this {cfg.model_type} model is {spec.no_neurons}. The "
             "stages read MLP neurons; its 'resid.L' and 'embed' hooks still work from Python "
-            "(lmfeatures.hooks.HookedModel). If its blocks do hold a dense MLP, set module_paths.mlp_out"
+            "(lmfeatures.lm.hooks.HookedModel). If its blocks do hold a dense MLP, set module_paths.mlp_out"
         )
     n_positions = next((getattr(cfg, k) for k in POSITION_KEYS if isinstance(getattr(cfg, k, None), int)), None)
     return {
@@ -364,7 +364,7 @@ def sae_runs(config: dict) -> list[tuple[str, str]]:
 
 def _check_sae(config: dict, shapes: dict[str, dict | None]) -> None:
     """sae.model exists, has neurons and the layer; k fits d_sae; the untrained control has a twin."""
-    from .proxies import ProxyError, check_proxies
+    from lmfeatures.sae.proxies import ProxyError, check_proxies
 
     sae = config.get("sae", {})
     if not sae.get("model"):
@@ -400,7 +400,7 @@ def _check_sae(config: dict, shapes: dict[str, dict | None]) -> None:
 
 def neuron_spec(config: dict, stage: str | None = None) -> dict:
     """The neuron selection a stage uses: the shared `neurons:` section with the stage's own
-    `neurons:` overrides (e.g. `epo.neurons`) on top; fields of lmfeatures.neurons.NeuronSpec."""
+    `neurons:` overrides (e.g. `epo.neurons`) on top; fields of lmfeatures.scan.neurons.NeuronSpec."""
     return {**config["neurons"], **(config[stage].get("neurons", {}) if stage else {})}
 
 

@@ -150,7 +150,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
 def _module_file(name: str) -> Path | None:
-    """The source file of lmfeatures module `name` ('lmfeatures.scan'), or None if it is not one."""
+    """The source file of lmfeatures module `name` ('lmfeatures.scan.scan'), or None if it is not one."""
     parts = name.split(".")
     if parts[0] != PACKAGE_ROOT.name:
         return None
@@ -178,13 +178,8 @@ def _imported_modules(name: str, path: Path) -> set[str]:
     return {m for m in found if _module_file(m) is not None}
 
 
-def code_version(module: str) -> str:
-    """A hash of the source of `module`, of its parent packages and of every lmfeatures module it
-    imports, directly or not.
-
-    Rules pass it as a param, so that Snakemake reruns a rule whose code changed and a rebuilt
-    report never mixes outputs of old and new code.
-    """
+def imports_of(module: str) -> set[str]:
+    """`module`, its parent packages and every lmfeatures module it imports, directly or not."""
     if _module_file(module) is None:
         raise ValueError(f"{module!r} is not a module of the {PACKAGE_ROOT.name} package")
     seen, todo = set(), [module]
@@ -195,7 +190,16 @@ def code_version(module: str) -> str:
         seen.add(name)
         parents = {name.rsplit(".", i)[0] for i in range(1, name.count(".") + 1)}  # their __init__ runs first
         todo.extend((_imported_modules(name, _module_file(name)) | parents) - seen)
+    return seen
+
+
+def code_version(module: str) -> str:
+    """A hash of the source of imports_of(`module`).
+
+    Rules pass it as a param, so that Snakemake reruns a rule whose code changed and a rebuilt
+    report never mixes outputs of old and new code.
+    """
     digest = hashlib.sha256()
-    for name in sorted(seen):
+    for name in sorted(imports_of(module)):
         digest.update(name.encode() + b"\0" + _module_file(name).read_bytes() + b"\0")
     return digest.hexdigest()[:16]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .hooks import HookedModel
+from lmfeatures.lm.hooks import HookedModel
 
 
 @dataclass
@@ -80,8 +80,9 @@ def format_top(result: ProbeResult, top: int, unit: str = "neuron") -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from .config import load_config, model_entry
-    from .models import load_model, resolve_device
+    from lmfeatures.config import load_config, model_entry
+    from lmfeatures.lm.models import resolve_device
+    from lmfeatures.store.models import load_model
 
     parser = argparse.ArgumentParser(prog="python -m lmfeatures probe", description=__doc__.split("\n")[0])
     parser.add_argument("text", help="text to probe ('-' reads standard input)")
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         hooked = HookedModel(model)
         sae, layer, unit = None, args.layer, "neuron"
         if args.sae:
-            from .stages.sae import load_sae
+            from lmfeatures.store.sae import load_sae
 
             sae, hook = load_sae(args.sae, hooked)
             layer, unit = hooked.check_hook(hook)[1], "feature"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 
-from .config import ConfigError, model_entry, saved_model_dir
-from .models import TRAIN, UNTRAINED_TWIN, n_parameters
+from lmfeatures.config import ConfigError, model_entry, saved_model_dir
+from lmfeatures.lm.models import TRAIN, UNTRAINED_TWIN, n_parameters
 
 START_MB = 2500  # python, torch, transformers and a stage's data (a micro-model job peaks near 1 GB)
 FORWARD_BYTES = 8  # per parameter, inference: fp32 weights and about as much again in activations
@@ -26,7 +26,7 @@ def model_parameters(config: dict, name: str) -> int:
     local cache yet (hub_model fetches it)."""
     from transformers import AutoConfig
 
-    from .models import family_config
+    from lmfeatures.lm.models import family_config
 
     entry = model_entry(config, name)
     if entry["source"] == UNTRAINED_TWIN:

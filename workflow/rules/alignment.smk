@@ -1,5 +1,6 @@
-# Feature alignment (seed 001's essay): the input maximising each feature found four ways per model,
-# and whether feature i is the same across layers, sizes and trained / untrained twins, with nulls.
+# Feature alignment (seed 001's essay): the input maximising each feature found four ways per model.
+# Whether feature i is the same across layers, sizes and trained / untrained twins, with nulls, is
+# computed by alignment_summary (report.smk).
 # Stage functions: lmfeatures.stages.alignment
 
 
@@ -25,31 +26,3 @@ rule alignment_inputs:
         code=stage_code("alignment"),
     script:
         "../scripts/alignment_inputs.py"
-
-
-rule alignment_summary:
-    input:
-        input_dirs=[f"{RESULTS}/alignment/{m}" for m in config["alignment"]["models"]],
-        model_dirs=[model_dir(m) for m in config["alignment"]["models"]],
-    output:
-        **alignment_sizes_figure(),
-        metrics=f"{RESULTS}/report/alignment/metrics.json",
-        heatmaps=f"{RESULTS}/report/alignment/heatmaps.png",
-        distance=f"{RESULTS}/report/alignment/distance.png",
-        section=f"{RESULTS}/report/alignment/summary.md",
-    log:
-        f"{RESULTS}/logs/report/alignment_summary.log",
-    conda:
-        "../envs/lmfeatures.yaml"
-    resources:
-        **job_resources(15),
-    params:
-        names=config["alignment"]["models"],
-        kinds={m: model_kind(m) for m in config["alignment"]["models"]},
-        twins=alignment_twins(),
-        sizes=config["alignment"]["sizes"],
-        alignment_params=config["alignment"],
-        seed=config["seed"],
-        code=stage_code("alignment"),
-    script:
-        "../scripts/alignment_summary.py"

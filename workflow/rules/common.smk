@@ -1,6 +1,5 @@
 # Config validation and the helpers every rule file uses.
 import functools
-import json
 import re
 import shutil
 import subprocess
@@ -10,7 +9,8 @@ from snakemake.utils import min_version
 
 from lmfeatures.config import check_device, neuron_spec, sae_runs, sae_twin, validate_config
 from lmfeatures.io import code_version
-from lmfeatures.models import TRAIN, UNTRAINED_TWIN, check_hub_source
+from lmfeatures.store.selection import read_selection
+from lmfeatures.lm.models import TRAIN, UNTRAINED_TWIN, check_hub_source
 from lmfeatures.resources import (
     check_gpu_requests,
     check_partitions,
@@ -66,9 +66,9 @@ def partner_of(name):
     """The untrained twin of a trained model (role 'twin') or the trained model of a twin (role 'trained')."""
     entry = MODELS[name]
     if entry["source"] == UNTRAINED_TWIN:
-        return {"name": entry["twin_of"], "role": "trained", "scan": scan_dir(entry["twin_of"])}
+        return {"name": entry["twin_of"], "role": "trained"}
     twins = [t for t in TWINS if MODELS[t]["twin_of"] == name]
-    return {"name": twins[0], "role": "twin", "scan": scan_dir(twins[0])} if twins else None
+    return {"name": twins[0], "role": "twin"} if twins else None
 
 
 def model_kind(name):
@@ -105,13 +105,16 @@ def pruned_epo_targets():
     return [(m, n) for m, n in epo_targets() if m in config["prune"]["models"]]
 
 
+def selection_json(name):
+    return f"{RESULTS}/selection/{name}.json"
+
+
 def epo_neurons_of(model):
-    """The neurons EPO runs on for a model (none if it is not an EPO model): from the epo_neurons
+    """The neurons EPO runs on for a model (none if it is not an EPO model): from the select_neurons
     checkpoint, as they depend on the scan."""
     if model not in config["epo"]["models"]:
         return []
-    with open(checkpoints.epo_neurons.get(model=model).output[0]) as f:
-        return json.load(f)
+    return read_selection(checkpoints.select_neurons.get(model=model).output[0])["epo"]
 
 
 def epo_targets():

@@ -1,25 +1,6 @@
-# EPO per (model, neuron, method, seed), compared with the dataset maximum from the scan.
+# EPO per (model, neuron, method, seed) on the neurons of results/selection/{model}.json, compared
+# with the dataset maximum from the scan.
 # Stage functions: lmfeatures.stages.epo
-
-
-checkpoint epo_neurons:
-    input:
-        scan_dir=scan_dir("{model}"),
-        model_dir=model_dir("{model}"),
-    output:
-        out_json=f"{RESULTS}/epo/{{model}}/neurons.json",
-    log:
-        f"{RESULTS}/logs/epo/{{model}}/neurons.log",
-    conda:
-        "../envs/lmfeatures.yaml"
-    resources:
-        **job_resources(15, studied_model),
-    params:
-        selection=neuron_spec(config, "epo"),
-        seed=config["seed"],
-        code=stage_code("epo"),
-    script:
-        "../scripts/epo_neurons.py"
 
 
 rule epo_run:
@@ -108,24 +89,3 @@ rule epo_compare:
         code=stage_code("epo"),
     script:
         "../scripts/epo_compare.py"
-
-
-rule epo_summary:
-    input:
-        compares=lambda wc: [f"{RESULTS}/epo/{m}/{n}/compare" for m, n in epo_targets()],
-        runs=lambda wc: [d for m, n in epo_targets() for d in epo_run_dirs(m, n)],
-    output:
-        figure=f"{RESULTS}/report/dreaming/epo_frontiers.png",
-        section=f"{RESULTS}/report/dreaming/summary.md",
-    log:
-        f"{RESULTS}/logs/report/epo_summary.log",
-    conda:
-        "../envs/lmfeatures.yaml"
-    resources:
-        **job_resources(15),
-    params:
-        labels=lambda wc: [f"{m} {n}" for m, n in epo_targets()],
-        runs_per_key=lambda wc: [epo_run_dirs(m, n) for m, n in epo_targets()],
-        code=stage_code("epo"),
-    script:
-        "../scripts/epo_summary.py"

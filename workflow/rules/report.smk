@@ -1,5 +1,6 @@
-# The report: each section's rule writes its pieces under results/report/{section}/, its text is
-# report/sections/{section}.md, and report/report.qmd includes the sections this registry lists.
+# The report: each section's rule writes its pieces under results/report/{section}/ from the compute
+# stages' outputs (presentation only: these jobs alone rerun when lmfeatures.report changes), its
+# text is report/sections/{section}.md, and report/report.qmd includes the sections this registry lists.
 # Stage functions: lmfeatures.stages.report
 
 
@@ -20,6 +21,128 @@ rule model_summary:
         code=stage_code("report"),
     script:
         "../scripts/model_summary.py"
+
+
+rule scan_summary:
+    input:
+        scans=[scan_dir(n) for n in MODELS],
+        selections=[selection_json(n) for n in MODELS],
+        models=all_model_dirs(),
+    output:
+        distributions=f"{RESULTS}/report/dataset-examples/activation_distributions.png",
+        table=f"{RESULTS}/report/dataset-examples/monosemantic.md",
+        gallery_md=f"{RESULTS}/report/dataset-examples/gallery.md",
+    log:
+        f"{RESULTS}/logs/report/scan_summary.log",
+    conda:
+        "../envs/lmfeatures.yaml"
+    resources:
+        **job_resources(15),
+    params:
+        names=list(MODELS),
+        kinds={n: model_kind(n) for n in MODELS},
+        code=stage_code("report"),
+    script:
+        "../scripts/scan_summary.py"
+
+
+rule epo_summary:
+    input:
+        compares=lambda wc: [f"{RESULTS}/epo/{m}/{n}/compare" for m, n in epo_targets()],
+        runs=lambda wc: [d for m, n in epo_targets() for d in epo_run_dirs(m, n)],
+    output:
+        figure=f"{RESULTS}/report/dreaming/epo_frontiers.png",
+        section=f"{RESULTS}/report/dreaming/summary.md",
+        frontiers=directory(f"{RESULTS}/report/dreaming/frontiers"),
+    log:
+        f"{RESULTS}/logs/report/epo_summary.log",
+    conda:
+        "../envs/lmfeatures.yaml"
+    resources:
+        **job_resources(15),
+    params:
+        labels=lambda wc: [f"{m} {n}" for m, n in epo_targets()],
+        runs_per_key=lambda wc: [epo_run_dirs(m, n) for m, n in epo_targets()],
+        code=stage_code("report"),
+    script:
+        "../scripts/epo_summary.py"
+
+
+rule prune_summary:
+    input:
+        prune_dirs=[f"{RESULTS}/prune/{m}" for m in config["prune"]["models"]],
+        epo_runs=lambda wc: [d for m, n in pruned_epo_targets() for d in epo_seed_dirs(m, n)],
+    output:
+        figure=f"{RESULTS}/report/pruning/f1_by_layer.png",
+        section=f"{RESULTS}/report/pruning/summary.md",
+    log:
+        f"{RESULTS}/logs/report/prune_summary.log",
+    conda:
+        "../envs/lmfeatures.yaml"
+    resources:
+        **job_resources(15),
+    params:
+        kinds={m: model_kind(m) for m in config["prune"]["models"]},
+        epo_targets=lambda wc: [{"model": m, "neuron": n, "runs": epo_seed_dirs(m, n)} for m, n in pruned_epo_targets()],
+        epo_position=config["epo"]["position"],
+        code=stage_code("report"),
+    script:
+        "../scripts/prune_summary.py"
+
+
+rule alignment_summary:
+    input:
+        input_dirs=[f"{RESULTS}/alignment/{m}" for m in config["alignment"]["models"]],
+        model_dirs=[model_dir(m) for m in config["alignment"]["models"]],
+    output:
+        **alignment_sizes_figure(),
+        metrics=f"{RESULTS}/report/alignment/metrics.json",
+        heatmaps=f"{RESULTS}/report/alignment/heatmaps.png",
+        distance=f"{RESULTS}/report/alignment/distance.png",
+        section=f"{RESULTS}/report/alignment/summary.md",
+    log:
+        f"{RESULTS}/logs/report/alignment_summary.log",
+    conda:
+        "../envs/lmfeatures.yaml"
+    resources:
+        **job_resources(15),
+    params:
+        names=config["alignment"]["models"],
+        kinds={m: model_kind(m) for m in config["alignment"]["models"]},
+        twins=alignment_twins(),
+        sizes=config["alignment"]["sizes"],
+        alignment_params=config["alignment"],
+        seed=config["seed"],
+        code=stage_code("report"),
+    script:
+        "../scripts/alignment_summary.py"
+
+
+rule sae_summary:
+    input:
+        run_dirs=sae_run_dirs(),
+        checks_dirs=[sae_dir(m, "checks") for m in SAE_MODELS],
+        pages=sae_dir(config["sae"]["model"], "pages"),
+    output:
+        evaluation=f"{RESULTS}/report/sae/evaluation.csv",
+        scatter=f"{RESULTS}/report/sae/universality.png",
+        specificity=f"{RESULTS}/report/sae/specificity.png",
+        section=f"{RESULTS}/report/sae/summary.md",
+    log:
+        f"{RESULTS}/logs/report/sae_summary.log",
+    conda:
+        "../envs/lmfeatures.yaml"
+    resources:
+        **job_resources(15),
+    params:
+        model=config["sae"]["model"],
+        twin=sae_twin(config),
+        checked_models=SAE_MODELS,
+        sae_params=config["sae"],
+        seed=config["seed"],
+        code=stage_code("report"),
+    script:
+        "../scripts/sae_summary.py"
 
 
 # The section registry, in report order: adding a section is one entry here, the rule that writes

@@ -1,6 +1,6 @@
-# Sparse autoencoder features (seed 004): SAEs trained per run, the five checks on every unit of
-# every dictionary (SAE runs, neurons, untrained-twin and random-decoder SAEs), feature pages and
-# the report's pieces.
+# Sparse autoencoder features (seed 004): SAEs trained per run, and the five checks on every unit of
+# every dictionary (SAE runs, neurons, untrained-twin and random-decoder SAEs). Feature pages:
+# pages.smk; the report's pieces: report.smk.
 # Stage functions: lmfeatures.stages.sae
 
 
@@ -59,57 +59,3 @@ rule sae_checks:
         code=stage_code("sae"),
     script:
         "../scripts/sae_checks.py"
-
-
-rule sae_pages:
-    input:
-        model_dir=model_dir("{model}"),
-        run_dir=sae_dir("{model}", "A"),
-        checks_dir=sae_dir("{model}", "checks"),
-    output:
-        out_dir=directory(f"{RESULTS}/sae/{{model}}/L{{layer}}/pages"),
-    log:
-        f"{RESULTS}/logs/sae/{{model}}/L{{layer}}/pages.log",
-    wildcard_constraints:
-        model=config["sae"]["model"] or "(?!)",
-        layer=str(config["sae"]["layer"]),
-    conda:
-        "../envs/lmfeatures.yaml"
-    threads: config["job_threads"]
-    resources:
-        **job_resources(30, studied_model),
-    params:
-        n_pages=config["sae"]["pages"],
-        thresholds=config["sae"]["thresholds"],
-        config=config_part("seed", "device", "sae"),
-        seed=config["seed"],
-        device=config["device"],
-        code=stage_code("sae"),
-    script:
-        "../scripts/sae_pages.py"
-
-
-rule sae_summary:
-    input:
-        run_dirs=sae_run_dirs(),
-        checks_dirs=[sae_dir(m, "checks") for m in SAE_MODELS],
-        pages=sae_dir(config["sae"]["model"], "pages"),
-    output:
-        evaluation=f"{RESULTS}/report/sae/evaluation.csv",
-        scatter=f"{RESULTS}/report/sae/universality.png",
-        specificity=f"{RESULTS}/report/sae/specificity.png",
-        section=f"{RESULTS}/report/sae/summary.md",
-    log:
-        f"{RESULTS}/logs/report/sae_summary.log",
-    conda:
-        "../envs/lmfeatures.yaml"
-    resources:
-        **job_resources(15),
-    params:
-        model=config["sae"]["model"],
-        twin=sae_twin(config),
-        sae_params=config["sae"],
-        seed=config["seed"],
-        code=stage_code("sae"),
-    script:
-        "../scripts/sae_summary.py"

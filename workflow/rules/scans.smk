@@ -1,4 +1,4 @@
-# Dataset max-activation scans and the report's "Dataset examples" pieces.
+# Dataset max-activation scans, and the neuron selection every later stage reads.
 # Stage functions: lmfeatures.stages.scans
 
 
@@ -25,24 +25,27 @@ rule scan:
         "../scripts/scan.py"
 
 
-rule scan_summary:
+# One selection per model, which EPO, pruning, the pages and the report read (a checkpoint: EPO's
+# jobs depend on which neurons it lists).
+checkpoint select_neurons:
     input:
-        scans=[scan_dir(n) for n in MODELS],
-        pages=[f"{RESULTS}/neurons/{n}" for n in MODELS],
-        models=all_model_dirs(),
+        scan_dir=scan_dir("{model}"),
+        model_dir=model_dir("{model}"),
+        partner_scan=lambda wc: [scan_dir(partner_of(wc.model)["name"])] if partner_of(wc.model) else [],
     output:
-        distributions=f"{RESULTS}/report/dataset-examples/activation_distributions.png",
-        table=f"{RESULTS}/report/dataset-examples/monosemantic.md",
-        gallery_md=f"{RESULTS}/report/dataset-examples/gallery.md",
+        out_json=selection_json("{model}"),
     log:
-        f"{RESULTS}/logs/report/scan_summary.log",
+        f"{RESULTS}/logs/selection/{{model}}.log",
     conda:
         "../envs/lmfeatures.yaml"
     resources:
         **job_resources(15),
     params:
-        names=list(MODELS),
-        kinds={n: model_kind(n) for n in MODELS},
+        pages=neuron_spec(config),
+        epo=lambda wc: neuron_spec(config, "epo") if wc.model in config["epo"]["models"] else None,
+        prune=lambda wc: neuron_spec(config, "prune") if wc.model in config["prune"]["models"] else None,
+        partner=lambda wc: partner_of(wc.model),
+        seed=config["seed"],
         code=stage_code("scans"),
     script:
-        "../scripts/scan_summary.py"
+        "../scripts/select_neurons.py"

@@ -1,4 +1,4 @@
 from lmfeatures.stages import run_rule
-from lmfeatures.stages.alignment import alignment_summary
+from lmfeatures.stages.report import alignment_summary
 
 run_rule(alignment_summary, snakemake)

@@ -1,4 +1,4 @@
 from lmfeatures.stages import run_rule
-from lmfeatures.stages.epo import epo_summary
+from lmfeatures.stages.report import epo_summary
 
 run_rule(epo_summary, snakemake)

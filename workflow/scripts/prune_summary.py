@@ -1,4 +1,4 @@
 from lmfeatures.stages import run_rule
-from lmfeatures.stages.prune import prune_summary
+from lmfeatures.stages.report import prune_summary
 
 run_rule(prune_summary, snakemake)

@@ -1,4 +1,4 @@
 from lmfeatures.stages import run_rule
-from lmfeatures.stages.sae import sae_pages
+from lmfeatures.stages.pages import sae_pages
 
 run_rule(sae_pages, snakemake)

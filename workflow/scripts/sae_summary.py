@@ -1,4 +1,4 @@
 from lmfeatures.stages import run_rule
-from lmfeatures.stages.sae import sae_summary
+from lmfeatures.stages.report import sae_summary
 
 run_rule(sae_summary, snakemake)

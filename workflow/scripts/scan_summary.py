@@ -1,4 +1,4 @@
 from lmfeatures.stages import run_rule
-from lmfeatures.stages.scans import scan_summary
+from lmfeatures.stages.report import scan_summary
 
 run_rule(scan_summary, snakemake)

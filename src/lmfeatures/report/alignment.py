@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..io import atomic_path
-from ..stats import bootstrap_mean
-from .plotting import markdown_table, md_code, plt, save_figure, set_theme, sns
+from lmfeatures.report.plotting import markdown_table, md_code, plt, save_figure, set_theme, sns
+from lmfeatures.stats import bootstrap_mean
+from lmfeatures.store.report import write_text
 
 # A claim of alignment holds when the mean Spearman is at least MIN_ALIGNED and its 95% interval
 # lies above every null's interval.
@@ -344,5 +344,4 @@ def alignment_section(
         "",
     ]
     lines += token_tables(found, tokenizers, twins, kind)
-    with atomic_path(out) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    write_text(out, "\n".join(lines) + "\n")

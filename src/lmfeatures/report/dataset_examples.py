@@ -6,9 +6,9 @@ import html
 
 import pandas as pd
 
-from ..io import atomic_path
-from ..scan import Scan
-from .plotting import md_code, plt, save_figure, set_theme, sns
+from lmfeatures.report.plotting import md_code, plt, save_figure, set_theme, sns
+from lmfeatures.store.report import write_text
+from lmfeatures.store.scans import Scan
 
 GALLERY_NEURONS = 2  # per model, by token concentration
 GALLERY_EXAMPLES = 3
@@ -56,8 +56,7 @@ def concentration_table(selections: dict[str, list[dict]], out_md: str, n: int =
             f"| {r['model']} | [{r['neuron']}]({link}) | {r['token_concentration']:.2f} | "
             f"{md_code(r['mode_token'])} | {r['max']:.2f} |"
         )
-    with atomic_path(out_md) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    write_text(out_md, "\n".join(lines) + "\n")
 
 
 def _snippet(tokenizer, ids: list[int], pos: int) -> str:
@@ -93,5 +92,4 @@ def gallery(
             link = f"../neurons/{name}/{r['page']}"
             out.append(f'<tr><td><a href="{link}">{name} {r["neuron"]}</a></td><td>{"<br>".join(cells)}</td></tr>')
     out.append("</table>")
-    with atomic_path(out_md) as tmp:
-        tmp.write_text("\n".join(out) + "\n")
+    write_text(out_md, "\n".join(out) + "\n")

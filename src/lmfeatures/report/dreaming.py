@@ -7,9 +7,9 @@ import math
 import pandas as pd
 import torch
 
-from ..epo import pareto_front
-from ..io import atomic_path
-from .plotting import md_code, plt, save_figure, set_theme
+from lmfeatures.epo.epo import pareto_front
+from lmfeatures.report.plotting import md_code, plt, save_figure, set_theme
+from lmfeatures.store.report import write_text
 
 
 def _xent(row: dict) -> str:
@@ -204,5 +204,4 @@ def dreaming_section(
         "same length:",
         "\n".join(prompts),
     ]
-    with atomic_path(section_md) as tmp:
-        tmp.write_text("\n\n".join(section) + "\n")
+    write_text(section_md, "\n\n".join(section) + "\n")

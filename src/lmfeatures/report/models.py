@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
-from ..io import read_json
-from .plotting import plt, save_figure, set_theme, sns
+from lmfeatures.report.plotting import plt, save_figure, set_theme, sns
+from lmfeatures.store.models import read_eval, read_training_log
 
 
 def _tokens(n: int | None) -> str:
@@ -17,7 +15,7 @@ def _tokens(n: int | None) -> str:
 def model_table(model_dirs: list[str]) -> pd.DataFrame:
     rows = []
     for d in model_dirs:
-        r = read_json(Path(d) / "eval.json")
+        r = read_eval(d)
         rows.append(
             {
                 "model": r["name"],
@@ -39,11 +37,10 @@ def training_curves_figure(model_dirs: list[str], out_png: str) -> None:
     """Training loss vs. tokens for every trained model, with each model's held-out loss and the unigram baseline."""
     frames, finals, baseline = [], [], None
     for d in model_dirs:
-        log = Path(d) / "training_log.csv"
-        if not log.exists():  # untrained twins and hub models have no curve
+        df = read_training_log(d)
+        if df is None:  # untrained twins and hub models have no curve
             continue
-        r = read_json(Path(d) / "eval.json")
-        df = pd.read_csv(log)
+        r = read_eval(d)
         df["model"] = f"{r['name']} ({r['parameters'] / 1e6:.2f}M params)"
         frames.append(df)
         finals.append((df["model"].iloc[0], r["training_tokens"], r["heldout_loss"]))

@@ -15,10 +15,13 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 
+import pandas as pd
 import torch
 
-from ..neurons import Neuron
-from ..scan import HIST_BINS, Scan
+from lmfeatures.sae.checks import CHECKS
+from lmfeatures.scan.neurons import Neuron
+from lmfeatures.scan.scan import HIST_BINS
+from lmfeatures.store.scans import Scan
 
 BEFORE, AFTER = 50, 10  # tokens shown around the max token, as Neuroscope
 
@@ -335,3 +338,63 @@ def index_page(model_name: str, rows: list[tuple[Neuron, float, float, str]]) ->
 <style>{CSS} td{{padding:.1rem .8rem}}</style></head><body><h1>{html.escape(model_name)}: selected neurons</h1>
 <table><tr><th>neuron</th><th>max act</th><th>token concentration</th><th>most common max token</th></tr>
 {body}</table></body></html>"""
+
+
+@dataclass(frozen=True)
+class FeatureUnit:
+    """An SAE feature as the page builder addresses a unit."""
+
+    run: str
+    layer: int
+    index: int
+
+    @property
+    def hook(self) -> str:
+        return self.run
+
+    @property
+    def name(self) -> str:
+        return f"F{self.index}"
+
+
+def page_features(table: pd.DataFrame, n_pages: int, specificity: float) -> list[int]:
+    """The features that get pages: passing all checks, then proxy-matched (precision at least the
+    specificity threshold), then the highest max activation; live ones only."""
+    live = table[table["live"]]
+    order = [
+        live[live["pass_all"]],
+        live[live["precision"] >= specificity].sort_values("f1", ascending=False),
+        live.sort_values("max", ascending=False),
+    ]
+    return list(dict.fromkeys(int(u) for part in order for u in part["unit"]))[:n_pages]
+
+
+def feature_index_page(model: str, run: str, layer: int, rows: list[tuple[int, dict]]) -> str:
+    head = "".join(f"<th>{c}</th>" for c in ("feature", "max", "density", "best proxy", "precision", "recall", *CHECKS))
+    body = "".join(
+        f'<tr><td><a href="F{u}.html">F{u}</a></td><td>{r["max"]:.3f}</td><td>{r["density"]:.4f}</td>'
+        f"<td>{html.escape(str(r['best_proxy']))}</td><td>{r['precision']:.2f}</td><td>{r['recall']:.2f}</td>"
+        + "".join(f"<td>{'✓' if r[f'pass_{c}'] else '·'}</td>" for c in CHECKS)
+        + "</tr>"
+        for u, r in rows
+    )
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{model} SAE {run}</title>
+<style>{CSS} td{{padding:.1rem .6rem}}</style></head><body>
+<h1>{html.escape(model)} · mlp.{layer} SAE run {run}: feature pages</h1>
+<table><tr>{head}</tr>{body}</table></body></html>"""
+
+
+def feature_match_section(row: dict, layer: int) -> str:
+    """A feature page's "not a neuron; universality" section from its check-table row."""
+    text = (
+        f"<p>Most correlated neuron: L{layer}N{int(row['best_neuron'])} (|r| = {row['neuron_corr']:.3f}); "
+        f"{100 * row['decoder_top_share']:.1f}% of the decoder row's L1 mass is on its largest neuron "
+        f"(L{layer}N{int(row['decoder_top_neuron'])}).</p>"
+    )
+    if "other_corr" in row:
+        text += (
+            f"<p>Other run: feature {int(row['other_unit'])} by activation (r = {row['other_corr']:.3f}), "
+            f"feature {int(row['other_decoder_unit'])} by decoder direction "
+            f"(cos = {row['other_decoder_cos']:.3f}).</p>"
+        )
+    return text

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from ..io import atomic_path  # noqa: E402
+from lmfeatures.store.report import write_png  # noqa: E402
 
 
 def set_theme() -> None:
@@ -20,9 +20,8 @@ def set_theme() -> None:
 
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int) -> None:
-    """Write `fig` as PNG under a temporary name, rename it when complete, and close it."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
+    """Write `fig` as PNG (atomically) and close it."""
+    write_png(fig, path, dpi)
     plt.close(fig)
 
 

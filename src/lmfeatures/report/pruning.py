@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..io import atomic_path
-from ..stats import bootstrap_mean
-from .plotting import markdown_table, md_cell, md_code, save_figure, set_theme, sns
+from lmfeatures.report.plotting import markdown_table, md_cell, md_code, save_figure, set_theme, sns
+from lmfeatures.stats import bootstrap_mean
+from lmfeatures.store.report import write_text
 
 N2G_F1 = (
     "N2G reports F1 0.68 at layer 0 falling to 0.37 at layer 5 on a 6-layer SoLU model "
@@ -136,6 +136,5 @@ def pruning_section(
     lines += _epo_paragraph(epo)
     if skipped:
         lines += ["Skipped neurons: " + "; ".join(skipped) + ".", ""]
-    with atomic_path(out) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    write_text(out, "\n".join(lines) + "\n")
     f1_figure(scores, figure)

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ..io import atomic_path
+from lmfeatures.store.report import install
 
 INCLUDE = re.compile(r"\{\{<\s*include\s+(\S+)\s*>\}\}")
 SECTIONS_FILE = "_sections.md"
@@ -107,6 +107,5 @@ def render(
                 "index.html",
             ]
             subprocess.run(cmd, cwd=build, check=True)
-        with atomic_path(out_html) as tmp:
-            shutil.copy2(build / "index.html", tmp)
+        install(build / "index.html", out_html)
     return renderer

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_path
-from ..sae_checks import CHECKS
-from ..stats import wilson_interval
-from .plotting import markdown_table, md_code, plt, save_figure, set_theme
+from lmfeatures.report.plotting import markdown_table, md_code, plt, save_figure, set_theme
+from lmfeatures.sae.checks import CHECKS
+from lmfeatures.stats import wilson_interval
+from lmfeatures.store.report import write_text
 
 DOCUMENT_FEATURES = (".", "for", "else", "import")  # the seed document's four features
 SHARED_CHECKS = ("specificity", "sensitivity", "downstream")  # the checks that apply to neurons too
@@ -229,8 +229,7 @@ def sae_section(
         + ".",
         "",
     ]
-    with atomic_path(out) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    write_text(out, "\n".join(lines) + "\n")
 
 
 def _verdicts(rates: pd.DataFrame, trained_model: str, twin: str | None) -> list[str]:

@@ -1,10 +1,15 @@
 """Stage entry points: one module per rule file, one function per rule, named after the rule.
 
-    workflow/rules/{stage}.smk -> lmfeatures.stages.{stage}   (data, models, scans, epo, prune, pages, report)
+    workflow/rules/{stage}.smk -> lmfeatures.stages.{stage}
+    compute:      data, models, scans, epo, prune, alignment, sae
+    presentation: pages, report (every *_summary rule, the pages, the rendered report)
 
-A stage function reads its inputs, calls the algorithm modules (which never touch files) and
-writes its outputs atomically. Its arguments are keyword-only and carry the names of the rule's
-named inputs, outputs, params and wildcards, so a rule's script is two lines:
+A stage function chooses paths, reads its inputs through lmfeatures.store (the only code that opens
+a results file), calls the algorithm modules (which never touch files) and writes its outputs
+atomically. No stage imports another, and no compute stage imports lmfeatures.report, so a figure
+edit reruns presentation jobs only (tests/test_layout.py). Its arguments are keyword-only and
+carry the names of the rule's named inputs, outputs, params and wildcards, so a rule's script is
+two lines:
 
     from lmfeatures.stages import run_rule
     from lmfeatures.stages.scans import scan
@@ -22,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..io import log_stderr
+from lmfeatures.io import log_stderr
 
 # Params that are for Snakemake only: `code` is the hash of the package modules a rule runs, so
 # that a code change reruns the rule (see lmfeatures.io.code_version).

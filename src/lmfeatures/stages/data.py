@@ -2,33 +2,32 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from safetensors.torch import save_file
-
-from ..corpus import CorpusConfig, build_corpus, load_corpus
-from ..io import atomic_path, write_json, write_provenance
-from ..tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
-from ..tokens import TokenizedSplit, tokenize_texts, unigram_baseline
+from lmfeatures.io import atomic_path, write_provenance
+from lmfeatures.lm.corpus import CorpusConfig, build_corpus
+from lmfeatures.lm.tokenizer import TokenizerConfig, train_tokenizer
+from lmfeatures.lm.tokens import tokenize_texts, unigram_baseline
+from lmfeatures.store.data import (
+    load_corpus,
+    load_tokenizer,
+    save_corpus,
+    save_split,
+    save_tokenizer,
+    write_token_stats,
+)
 
 
 def corpus(*, out_dir: str, corpus: dict, config: dict, seed: int) -> None:
     dd, info = build_corpus(CorpusConfig(**corpus))
     with atomic_path(out_dir, directory=True) as tmp:
-        dd.save_to_disk(str(tmp))
+        save_corpus(tmp, dd)
         write_provenance(tmp, config, seed, corpus=info)
 
 
 def tokenizer(*, corpus_dir: str, out_dir: str, tokenizer: dict, config: dict, seed: int) -> None:
     tok = train_tokenizer(load_corpus(corpus_dir)["train"], TokenizerConfig(**tokenizer))
     with atomic_path(out_dir, directory=True) as tmp:
-        tok.save_pretrained(str(tmp))
+        save_tokenizer(tmp, tok)
         write_provenance(tmp, config, seed, vocab_size=len(tok))
-
-
-def save_split(split: TokenizedSplit, path: str | Path) -> None:
-    """The format TokenizedSplit.load reads: safetensors with `tokens` and `doc_offsets`."""
-    save_file({"tokens": split.tokens.contiguous(), "doc_offsets": split.doc_offsets.contiguous()}, str(path))
 
 
 def tokens(*, corpus_dir: str, tokenizer_dir: str, out_dir: str, config: dict, seed: int) -> None:
@@ -40,5 +39,5 @@ def tokens(*, corpus_dir: str, tokenizer_dir: str, out_dir: str, config: dict, s
     with atomic_path(out_dir, directory=True) as tmp:
         for name, split in splits.items():
             save_split(split, tmp / f"{name}.safetensors")
-        write_json(tmp / "stats.json", stats)
+        write_token_stats(tmp, stats)
         write_provenance(tmp, config, seed, **stats)

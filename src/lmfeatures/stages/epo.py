@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -10,21 +9,34 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..epo import EPOError, Scorer, UnitTarget, auto_batch_size, epo, initial_state, method_config, pareto_front
-from ..frontier import calibration, compare_with_data, dataset_examples, real_text_xent
-from ..hooks import HookedModel
-from ..io import atomic_path, code_version, write_json, write_provenance
-from ..models import load_model, resolve_device
-from ..neurons import Neuron, NeuronSpec, resolve_neurons
-from ..report.dreaming import dreaming_section, frontier_figure
-from ..report.render import report_path
-from ..scan import fingerprint, load_scan
-
-
-def save_checkpoint(checkpoint: dict, path: Path) -> None:
-    """Written under a temporary name and renamed, so a job killed mid-save leaves the last good one."""
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+from lmfeatures.epo.epo import (
+    EPOError,
+    Scorer,
+    UnitTarget,
+    auto_batch_size,
+    epo,
+    initial_state,
+    method_config,
+    pareto_front,
+)
+from lmfeatures.epo.frontier import calibration, compare_with_data, dataset_examples, real_text_xent
+from lmfeatures.io import atomic_path, code_version, write_provenance
+from lmfeatures.lm.hooks import HookedModel
+from lmfeatures.lm.models import resolve_device
+from lmfeatures.scan.neurons import Neuron
+from lmfeatures.store.epo import (
+    checkpoint_path,
+    load_checkpoint,
+    load_runs,
+    read_real_text,
+    remove_checkpoint,
+    save_checkpoint,
+    write_compare,
+    write_real_text,
+    write_run,
+)
+from lmfeatures.store.models import fingerprint, load_model
+from lmfeatures.store.scans import load_scan
 
 
 def build_scorer(model_dir: str, neuron_text: str, params: dict, device: str, fluency_dir: str | None = None):
@@ -67,24 +79,6 @@ def _fluency_dir(fluency: list[str]) -> str | None:
     return fluency[0] if fluency else None
 
 
-def load_runs(run_dirs: list[str]) -> pd.DataFrame:
-    """Every scored candidate of these runs: text, target, xent, method, seed."""
-    runs = []
-    for d in run_dirs:
-        meta = json.loads((Path(d) / "frontier.json").read_text())
-        h = pd.read_parquet(Path(d) / "history.parquet", columns=["text", "target", "xent"])
-        h["method"], h["seed"] = meta["method"], meta["seed"]
-        runs.append(h)
-    return pd.concat(runs, ignore_index=True)
-
-
-def epo_neurons(*, scan_dir: str, model_dir: str, out_json: str, selection: dict, seed: int) -> None:
-    """Which neurons get EPO runs: the shared `neurons:` selection with `epo.neurons` overrides."""
-    scan = load_scan(scan_dir, model_dir=model_dir)
-    chosen = resolve_neurons(scan, NeuronSpec(**selection, seed=seed))
-    write_json(out_json, [n.name for n in chosen])
-
-
 def epo_run(
     *,
     model_dir: str,
@@ -102,7 +96,7 @@ def epo_run(
     cfg = method_config(method, epo_params, seed)
     scorer, tok = build_scorer(model_dir, neuron, epo_params, device, _fluency_dir(fluency))
     out = Path(out_dir)
-    ckpt = out.parent / f".{out.name}.checkpoint.pt"
+    ckpt = checkpoint_path(out)
     # resume only the same run: same settings, same code, same model and fluency model
     run_id = {
         "config": cfg.__dict__,
@@ -115,7 +109,7 @@ def epo_run(
     state = None
     if ckpt.exists():
         try:
-            saved = torch.load(ckpt, weights_only=False, map_location="cpu")  # written on any device
+            saved = load_checkpoint(ckpt)
         except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is only a lost head start
             saved = {}
             print(f"ignoring checkpoint {ckpt}: it cannot be read ({type(err).__name__})", file=sys.stderr)
@@ -187,9 +181,9 @@ def epo_run(
         for r, t, x in zip(rows.itertuples(), rescored.tolist(), rexent.tolist())
     ]
     with atomic_path(out, directory=True) as tmp:
-        df.to_parquet(tmp / "history.parquet")
-        write_json(
-            tmp / "frontier.json",
+        write_run(
+            tmp,
+            df,
             {
                 "model_dir": model_dir,
                 "neuron": neuron,
@@ -202,7 +196,7 @@ def epo_run(
         )
         seconds = float(df.groupby("iteration")["seconds"].first().sum())
         write_provenance(tmp, config, seed, neuron=neuron, method=method, seconds=seconds)
-    ckpt.unlink(missing_ok=True)
+    remove_checkpoint(ckpt)
 
 
 REAL_TEXT_SLICES = 4000
@@ -216,7 +210,7 @@ def epo_fluency(
     lm, _ = load_model(_fluency_dir(fluency) or model_dir, resolve_device(device))
     windows = load_scan(scan_dir, model_dir=model_dir).windows.ids
     xents = real_text_xent(HookedModel(lm), windows, int(epo_params["n_tokens"]), REAL_TEXT_SLICES, seed)
-    write_json(out_json, calibration(xents))
+    write_real_text(out_json, calibration(xents))
 
 
 def epo_compare(
@@ -232,25 +226,12 @@ def epo_compare(
     config: dict,
     device: str,
 ) -> None:
-    """Per neuron: merge runs, score the dataset's top examples the same way, write compare.json and the figure."""
+    """Per neuron: merge runs, score the dataset's top examples the same way, write compare.json."""
     scorer, tok = build_scorer(model_dir, neuron, epo_params, device, _fluency_dir(fluency))
     hist = load_runs(runs)
     scan = load_scan(scan_dir, model_dir=model_dir)
     data = dataset_examples(scan, Neuron.from_name(neuron), scorer, tok, int(epo_params["n_tokens"]))
-    summary = compare_with_data(hist, data, neuron, json.loads(Path(real_text).read_text()))
+    summary = compare_with_data(hist, data, neuron, read_real_text(real_text))
     with atomic_path(out_dir, directory=True) as tmp:
-        write_json(tmp / "compare.json", summary)
-        data.to_parquet(tmp / "dataset_examples.parquet")
-        frontier_figure(hist, data, summary, neuron, tmp / "frontier.png")
+        write_compare(tmp, summary, data)
         write_provenance(tmp, config, config.get("seed"), neuron=neuron)
-
-
-def epo_summary(
-    *, compares: list[str], figure: str, section: str, labels: list[str], runs_per_key: list[list[str]]
-) -> None:
-    """The report's Dreaming section from every (model, neuron)'s comparison and runs; labels '{model} {neuron}'."""
-    compare_dirs = dict(zip(labels, compares))
-    summaries = {k: json.loads((Path(d) / "compare.json").read_text()) for k, d in compare_dirs.items()}
-    data = {k: pd.read_parquet(Path(d) / "dataset_examples.parquet") for k, d in compare_dirs.items()}
-    all_runs = {k: load_runs(dirs) for k, dirs in zip(labels, runs_per_key)}
-    dreaming_section(summaries, all_runs, data, figure, section, figure_ref=report_path(figure))

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import torch
 
-from ..corpus import load_corpus
-from ..io import atomic_path, read_json, write_json, write_provenance
-from ..models import describe, family_config, init_model, load_hub_model, resolve_device
-from ..tokenizer import load_tokenizer
-from ..tokens import TokenizedSplit, tokenize_texts
-from ..train import TrainConfig, heldout_loss, train
+from lmfeatures.io import atomic_path, write_provenance
+from lmfeatures.lm.models import describe, family_config, init_model, load_hub_model, resolve_device
+from lmfeatures.lm.tokens import tokenize_texts
+from lmfeatures.lm.train import TrainConfig, heldout_loss, train
+from lmfeatures.store.data import load_corpus, load_split, load_tokenizer, read_token_stats
+from lmfeatures.store.models import save_model, write_training_log
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -23,9 +22,7 @@ def _train_config(training: dict, seed: int) -> TrainConfig:
 
 
 def _finish_model(tmp: Path, model, tokenizer, record: dict, config: dict, seed: int) -> None:
-    model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    write_json(tmp / "eval.json", record)
+    save_model(tmp, model, tokenizer, record)
     write_provenance(tmp, config, seed, model=record)
 
 
@@ -47,22 +44,19 @@ def train_model(
     tokens = Path(tokens_dir)
     model_config = family_config(entry, len(tok), cfg.context_length, tok.eos_token_id)
     model = init_model(model_config, seed).to(resolve_device(device))
-    history = train(model, TokenizedSplit.load(tokens / "train.safetensors"), tok.eos_token_id, cfg, desc=entry["name"])
+    history = train(model, load_split(tokens / "train.safetensors"), tok.eos_token_id, cfg, desc=entry["name"])
     record = {
         "name": entry["name"],
         "source": entry["source"],
         **describe(model),
         "training_tokens": cfg.steps * cfg.batch_size * cfg.context_length,
         "training_seconds": history[-1]["seconds"],
-        **heldout_loss(model, TokenizedSplit.load(tokens / "heldout.safetensors"), tok.eos_token_id, cfg),
-        **read_json(tokens / "stats.json"),
+        **heldout_loss(model, load_split(tokens / "heldout.safetensors"), tok.eos_token_id, cfg),
+        **read_token_stats(tokens),
     }
     with atomic_path(out_dir, directory=True) as tmp:
         _finish_model(tmp, model.cpu(), tok, record, config, seed)
-        with open(tmp / "training_log.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(history[0]))
-            writer.writeheader()
-            writer.writerows(history)
+        write_training_log(tmp, history)
 
 
 def untrained_twin(
@@ -89,8 +83,8 @@ def untrained_twin(
         "twin_of": twin["name"],
         **describe(model),
         "training_tokens": 0,
-        **heldout_loss(model, TokenizedSplit.load(tokens / "heldout.safetensors"), tok.eos_token_id, cfg),
-        **read_json(tokens / "stats.json"),
+        **heldout_loss(model, load_split(tokens / "heldout.safetensors"), tok.eos_token_id, cfg),
+        **read_token_stats(tokens),
     }
     with atomic_path(out_dir, directory=True) as tmp:
         _finish_model(tmp, model.cpu(), tok, record, config, seed)

@@ -1,36 +1,21 @@
-"""Rules of workflow/rules/scans.smk: dataset max-activation scans and the report's "Dataset examples"
-pieces."""
+"""Rules of workflow/rules/scans.smk: dataset max-activation scans, and the neuron selection that
+every later stage reads."""
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
-from safetensors.torch import save_file
-
-from ..corpus import load_corpus
-from ..hooks import HookedModel
-from ..io import atomic_path, write_json, write_provenance
-from ..models import load_model, resolve_device
-from ..report.dataset_examples import concentration_table, distribution_figure, gallery
-from ..scan import ScanConfig, ScanError, Windows, load_scan, make_windows, scan_meta
-from ..scan import scan as run_scan
-from ..tokenizer import load_tokenizer
-
-
-def write_scan(
-    out_dir: str | Path, result: dict, windows: Windows, meta: dict, window_max: dict[str, np.ndarray]
-) -> None:
-    """The folder load_scan reads: scan.safetensors, windows.safetensors, meta.json, {hook}.winmax.npy."""
-    with atomic_path(out_dir, directory=True) as tmp:
-        save_file({k: v.contiguous() for k, v in result.items()}, str(tmp / "scan.safetensors"))
-        ws = {"doc": windows.doc, "start": windows.start, "valid_from": windows.valid_from, "ids": windows.ids}
-        save_file(ws, str(tmp / "windows.safetensors"))
-        for hook, table in window_max.items():
-            np.save(tmp / f"{hook}.winmax.npy", table)
-        write_json(tmp / "meta.json", {**meta, "n_tokens": int(result["n_tokens"])})
+from lmfeatures.io import provenance, write_provenance
+from lmfeatures.lm.hooks import HookedModel
+from lmfeatures.lm.models import resolve_device
+from lmfeatures.scan.neurons import Neuron, NeuronSpec, resolve_neurons, token_concentration
+from lmfeatures.scan.scan import ScanConfig, ScanError, make_windows
+from lmfeatures.scan.scan import scan as run_scan
+from lmfeatures.store.data import load_corpus, load_tokenizer
+from lmfeatures.store.models import load_model
+from lmfeatures.store.scans import Scan, load_scan, scan_meta, window_max_memmap, write_scan
+from lmfeatures.store.selection import write_selection
 
 
 def scan(
@@ -48,10 +33,9 @@ def scan(
         raise ScanError(f"corpus {config.get('corpus', {}).get('source')!r}, held-out split: {err}") from None
     Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".scan-tables-", dir=Path(out_dir).parent) as tables:
-        table_dir = Path(tables)
 
-        def on_disk(hook: str, shape: tuple[int, int]) -> np.ndarray:  # RAM stays bounded on large corpora
-            return np.lib.format.open_memmap(table_dir / f"{hook}.winmax.npy", "w+", np.float16, shape)
+        def on_disk(hook: str, shape: tuple[int, int]):
+            return window_max_memmap(tables, hook, shape)
 
         result, window_max = run_scan(hooked, windows, cfg, on_disk, desc=f"scan {model}")
         meta = scan_meta(model, model_dir, hooked, cfg, windows, list(heldout["doc_id"]))
@@ -59,22 +43,66 @@ def scan(
     write_provenance(out_dir, config, seed, model=model, n_tokens=int(result["n_tokens"]))
 
 
-def scan_summary(
+def _page_rows(scan: Scan, neurons: list[Neuron], tokenizer) -> list[dict]:
+    """The selection's page entries: each neuron's max, token concentration and most common max token."""
+    concentration = {h: token_concentration(scan, h) for h in {n.hook for n in neurons}}  # once per layer
+    rows = []
+    for n in neurons:
+        share, mode = concentration[n.hook]
+        rows.append(
+            {
+                "neuron": n.name,
+                "layer": n.layer,
+                "index": n.index,
+                "max": float(scan.tensor(n.hook, "max")[n.index]),
+                "token_concentration": float(share[n.index]),
+                "mode_token": tokenizer.decode([int(mode[n.index])]),
+            }
+        )
+    return rows
+
+
+def select_neurons(
     *,
-    scans: list[str],
-    pages: list[str],
-    models: list[str],
-    names: list[str],
-    kinds: dict[str, str],
-    distributions: str,
-    table: str,
-    gallery_md: str,
+    scan_dir: str,
+    model_dir: str,
+    partner_scan: list[str],
+    out_json: str,
+    model: str,
+    pages: dict,
+    epo: dict | None,
+    prune: dict | None,
+    partner: dict | None,
+    seed: int,
 ) -> None:
-    """The report's "Dataset examples" pieces; the table and gallery show the trained models (all, if none)."""
-    loaded = {name: load_scan(path) for name, path in zip(names, scans)}
-    trained = [n for n in names if kinds[n] == "trained"] or names
-    selections = {n: json.loads((Path(p) / "selection.json").read_text()) for n, p in zip(names, pages) if n in trained}
-    tokenizers = {n: load_tokenizer(m) for n, m in zip(names, models) if n in trained}
-    distribution_figure(loaded, kinds, distributions)
-    concentration_table(selections, table)
-    gallery(selections, loaded, tokenizers, names, gallery_md)
+    """The neurons of one model that EPO (`epo`: its selection spec, None if EPO does not run on the
+    model), pruning (`prune`, EPO's neurons added) and the pages (`pages`, every stage's neurons
+    added) look at. `partner` = {"name", "role"} of the untrained twin (role "twin") or of the
+    trained model (role "trained"): a twin pages every neuron its trained model pages, so the links
+    between the two resolve; `partner_scan` is the partner's scan folder as a list."""
+    scan = load_scan(scan_dir, model_dir=model_dir)
+    epo_neurons = resolve_neurons(scan, NeuronSpec(**epo, seed=seed)) if epo is not None else []
+    pruned = resolve_neurons(scan, NeuronSpec(**prune, seed=seed), extra=epo_neurons) if prune is not None else []
+    spec = NeuronSpec(**pages, seed=seed)
+    extra = sorted(set(pruned) | set(epo_neurons))
+    partner_pages: list[Neuron] = []
+    if partner is None:
+        paged = resolve_neurons(scan, spec, extra=extra)
+    elif partner["role"] == "twin":  # this is the trained model
+        paged = resolve_neurons(scan, spec, extra=extra)
+        partner_pages = resolve_neurons(load_scan(partner_scan[0]), spec, extra=paged)
+    else:  # this is the twin
+        partner_pages = resolve_neurons(load_scan(partner_scan[0]), spec)
+        paged = resolve_neurons(scan, spec, extra=partner_pages + extra)
+    write_selection(
+        out_json,
+        {
+            "model": model,
+            "epo": [n.name for n in epo_neurons],
+            "prune": [n.name for n in pruned],
+            "pages": _page_rows(scan, paged, load_tokenizer(model_dir)),
+            "partner_pages": [n.name for n in partner_pages],
+            # a file, not a folder: its provenance travels inside it
+            "provenance": provenance({"neurons": pages, "epo": epo, "prune": prune}, seed, model=model),
+        },
+    )

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from .hooks import HookedModel, parse_hook
+from lmfeatures.lm.hooks import HookedModel, parse_hook
 
 
 @dataclass(frozen=True)

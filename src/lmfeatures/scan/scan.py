@@ -22,22 +22,17 @@ The forward pass stops after the deepest requested layer.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from .hooks import HookedModel
+from lmfeatures.lm.hooks import HookedModel
 
 HIST_BINS = 64  # 32 below zero, 32 above, all of one per-unit width
-SCAN_FORMAT = 1
 
 
 class ScanError(ValueError):
@@ -335,30 +330,11 @@ def _kernels(mode: str, n_activations: int):
     return batch_partials, batch_histogram
 
 
-def _hook_names(model: HookedModel, kinds: list[str]) -> list[str]:
+def hook_names(model: HookedModel, kinds: list[str]) -> list[str]:
     for k in kinds:
         if k not in ("mlp", "resid"):
             raise ScanError(f"scan.kinds entry {k!r} is not one of: mlp, resid")
     return [f"{k}.{layer}" for k in kinds for layer in range(model.n_layers)]
-
-
-FINGERPRINT_CHUNK = 1 << 20  # bytes read at the start, middle and end of each weight file
-
-
-def fingerprint(model_dir: str | Path) -> str:
-    """Identifies a saved model: a hash of its config.json and of each weight file's name, size and
-    bytes at its start, middle and end, so that retrained weights of the same shapes differ while
-    a multi-GB model is fingerprinted in milliseconds."""
-    model_dir = Path(model_dir)
-    h = hashlib.sha256((model_dir / "config.json").read_bytes())
-    for f in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin")):
-        size = f.stat().st_size
-        h.update(f"{f.name}:{size}".encode())
-        with open(f, "rb") as data:
-            for offset in sorted({0, max(0, size // 2 - FINGERPRINT_CHUNK // 2), max(0, size - FINGERPRINT_CHUNK)}):
-                data.seek(offset)
-                h.update(data.read(FINGERPRINT_CHUNK))
-    return h.hexdigest()[:16]
 
 
 def in_memory(hook: str, shape: tuple[int, int]) -> np.ndarray:
@@ -391,10 +367,10 @@ def scan(
     hooks of cfg.kinds: an SAE is one more hook to scan.
     """
     derived = derived or {}
-    hooks = _hook_names(model, cfg.kinds) + list(derived)
-    dims = {h: model.d_mlp if h.startswith("mlp") else model.d_model for h in _hook_names(model, cfg.kinds)}
+    hooks = hook_names(model, cfg.kinds) + list(derived)
+    dims = {h: model.d_mlp if h.startswith("mlp") else model.d_model for h in hook_names(model, cfg.kinds)}
     dims |= {name: d.width for name, d in derived.items()}
-    sources = _hook_names(model, cfg.kinds) + [d.source for d in derived.values()]
+    sources = hook_names(model, cfg.kinds) + [d.source for d in derived.values()]
     device = model.device
     n_win = len(windows.doc)
     n_tokens = int((cfg.context_length - windows.valid_from).sum())
@@ -466,93 +442,3 @@ def _interval_share(hist: torch.Tensor, width: torch.Tensor, unit_max: torch.Ten
         overlap = (torch.minimum(hi, b) - torch.maximum(lo, a)).clamp(min=0) / width[:, None]
         out.append(((hist * overlap).sum(1, keepdim=True) / total).squeeze(1))
     return torch.stack(out).float()
-
-
-# ---------------------------------------------------------------------------------------------
-# The saved scan: results/scans/{model}/scan.safetensors + windows.safetensors + meta.json +
-# {hook}.winmax.npy (written by lmfeatures.stages.scans.scan, read by load_scan)
-
-
-def scan_meta(
-    model_name: str,
-    model_dir: str | Path,
-    model: HookedModel,
-    cfg: ScanConfig,
-    windows: Windows,
-    doc_ids: list[str],
-    derived: list[str] = (),
-) -> dict:
-    return {
-        "format": SCAN_FORMAT,
-        "model": model_name,
-        "model_fingerprint": fingerprint(model_dir),
-        "architecture": model.model_type,
-        "n_layers": model.n_layers,
-        "d_mlp": model.d_mlp,
-        "d_model": model.d_model,
-        "scan_config": asdict(cfg),
-        "hooks": _hook_names(model, cfg.kinds) + list(derived),
-        "n_windows": len(windows.doc),
-        "skipped_short_docs": windows.skipped_short_docs,
-        "doc_ids": doc_ids,
-    }
-
-
-@dataclass
-class Scan:
-    """A loaded scan; read a hook's field with `tensor`, e.g. scan.tensor("mlp.2", "top_values") [k, d_mlp]."""
-
-    meta: dict
-    tensors: dict[str, torch.Tensor]
-    windows: Windows
-    path: Path
-
-    def tensor(self, hook: str, field: str) -> torch.Tensor:
-        """One field of one hook, e.g. scan.tensor("mlp.2", "top_values") [k, d_mlp]; fields: top_values,
-        top_window, top_pos, max, min, mean, var, skew, kurtosis, density, density_above_threshold,
-        hist, bin_width, interval_window, interval_share, random_values."""
-        return self.tensors[f"{hook}.{field}"]
-
-    @property
-    def random_windows(self) -> torch.Tensor:
-        """int64 [n_random] the windows drawn at random (the same for every unit)."""
-        return self.tensors["random_window"]
-
-    def window_max_table(self, hook: str) -> np.ndarray:
-        """[windows, units] float16 memmap of each window's max activation."""
-        return np.load(self.path / f"{hook}.winmax.npy", mmap_mode="r")
-
-    def check_unit(self, hook: str, unit: int) -> None:
-        if hook not in self.meta["hooks"]:
-            raise ScanError(f"hook {hook!r} is not in the scan of {self.meta['model']} (hooks: {self.meta['hooks']})")
-        n = self.tensor(hook, "max").shape[0]
-        if not 0 <= unit < n:
-            raise ScanError(f"unit {unit} is out of range for {hook} of {self.meta['model']} (0-{n - 1})")
-
-
-def load_scan(path: str | Path, model_dir: str | Path | None = None, expect: dict | None = None) -> Scan:
-    """Load a scan; with `model_dir` / `expect` (scan config fields), refuse one that does not match."""
-    path = Path(path)
-    if not (path / "meta.json").is_file():
-        raise ScanError(f"no complete scan at {str(path)!r}: run the scan rule (snakemake) first")
-    meta = json.loads((path / "meta.json").read_text())
-    if meta.get("format") != SCAN_FORMAT:
-        raise ScanError(f"scan at {str(path)!r} has format {meta.get('format')}, expected {SCAN_FORMAT}: rerun it")
-    if model_dir is not None and meta["model_fingerprint"] != fingerprint(model_dir):
-        raise ScanError(
-            f"scan at {str(path)!r} was made from a different model than {str(model_dir)!r}: rerun the scan"
-        )
-    for key, value in (expect or {}).items():
-        if meta["scan_config"].get(key) != value:
-            raise ScanError(
-                f"scan at {str(path)!r} has {key}={meta['scan_config'].get(key)!r}, expected {value!r}: rerun the scan"
-            )
-    w = load_file(str(path / "windows.safetensors"))
-    windows = Windows(
-        doc=w["doc"],
-        start=w["start"],
-        valid_from=w["valid_from"],
-        ids=w["ids"],
-        skipped_short_docs=meta["skipped_short_docs"],
-    )
-    return Scan(meta=meta, tensors=load_file(str(path / "scan.safetensors")), windows=windows, path=path)

@@ -25,7 +25,7 @@ from transformers import (
     Qwen2Config,
 )
 
-from .models import n_parameters
+from lmfeatures.lm.models import n_parameters
 
 MICRO_ARCHITECTURES = ("gpt2", "gpt_neox", "llama", "mistral", "qwen2")
 
@@ -168,8 +168,8 @@ def hook_coverage(model_type: str) -> tuple[str, str, PreTrainedModel | None]:
     refused     HookedModel stops with a one-line ArchitectureError (detail: the message)
     not built   no micro model: its default config cannot be shrunk, or its own forward fails
     """
-    from .architectures import ArchitectureError
-    from .hooks import HookedModel
+    from lmfeatures.lm.architectures import ArchitectureError
+    from lmfeatures.lm.hooks import HookedModel
 
     try:
         model = micro_model(model_type, n_layers=2)
@@ -198,7 +198,7 @@ def save_local_model(model_type: str, out_dir: str, seed: int = 0, vocab_size: i
 
     import datasets
 
-    from .tokenizer import TokenizerConfig, train_tokenizer
+    from lmfeatures.lm.tokenizer import TokenizerConfig, train_tokenizer
 
     texts = [inspect.getsource(m) for m in (json_module, textwrap, inspect)]
     tokenizer = train_tokenizer(datasets.Dataset.from_dict({"text": texts}), TokenizerConfig(vocab_size=vocab_size))
@@ -231,10 +231,10 @@ def save_fill_mask_model(out_dir: str, words: list[str], seed: int = 0) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-if __name__ == "__main__":  # python -m lmfeatures.micro qwen3 local-models/qwen3-micro
+if __name__ == "__main__":  # python tests/micro.py qwen3 local-models/qwen3-micro
     import sys
 
     if len(sys.argv) != 3:
-        sys.exit("usage: python -m lmfeatures.micro MODEL_TYPE OUT_DIR   (e.g. qwen3 local-models/qwen3-micro)")
+        sys.exit("usage: python tests/micro.py MODEL_TYPE OUT_DIR   (e.g. qwen3 local-models/qwen3-micro)")
     save_local_model(sys.argv[1], sys.argv[2])
     print(f"saved a micro {sys.argv[1]} model and its tokenizer to {sys.argv[2]}")

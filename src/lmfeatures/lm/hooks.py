@@ -19,7 +19,7 @@ points are named in the spirit of TransformerLens:
 
 In the order the forward pass produces them: embed, mlp_pre.0, mlp.0, resid.0, mlp_pre.1, ...
 
-Where those modules live differs per architecture; `lmfeatures.architectures` finds them for
+Where those modules live differs per architecture; `lmfeatures.lm.architectures` finds them for
 any causal LM (a table and the config's `module_paths` override what it finds), and
 `HookedModel` verifies them on random tokens when it is built: a model whose hook points do not
 check out stops there with one line naming the hook and the key to set.
@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
-from .architectures import ArchitectureError, ArchSpec, arch_spec, linear_shape
+from lmfeatures.lm.architectures import ArchitectureError, ArchSpec, arch_spec, linear_shape
 
 HOOK_KINDS = ("embed", "mlp_pre", "mlp", "resid")  # in forward order within a layer
 _HOOK_FORMS = "valid hook names are 'embed', 'mlp_pre.<layer>', 'mlp.<layer>' and 'resid.<layer>', e.g. 'mlp.3'"
@@ -87,7 +87,7 @@ class HookedModel:
 
     `module_paths` (default: the saved config's `lmfeatures_module_paths`, which the models
     stage writes from the YAML key `models[].module_paths`) overrides where the hook points are;
-    see lmfeatures.architectures. The hook points are verified on a few random tokens when it is
+    see lmfeatures.lm.architectures. The hook points are verified on a few random tokens when it is
     built: ArchitectureError names the hook that failed and the key to set.
     """
 

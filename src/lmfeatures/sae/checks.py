@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .hooks import HookedModel
+from lmfeatures.lm.hooks import HookedModel
 
 CHECKS = ("specificity", "sensitivity", "downstream", "not_a_neuron", "universality")
 HIST_BINS = 10  # activation bins over (0, max] for the specificity view

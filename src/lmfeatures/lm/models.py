@@ -5,7 +5,7 @@ A config model entry has a ``name`` and a ``source``:
     untrained-twin   the seeded random initialisation of the trained model named by ``twin_of``
     anything else    a Hugging Face hub id (``gpt2``, ``EleutherAI/pythia-70m``) or a local directory
 Whatever the source, the DAG saves the model with ``save_pretrained`` under ``results/models/{name}``,
-so every stage loads every model through :func:`load_model` the same way.
+so every stage loads every model through :func:`lmfeatures.store.models.load_model` the same way.
 """
 
 from __future__ import annotations
@@ -137,22 +137,23 @@ def load_hub_model(name: str, source: str, dtype: torch.dtype = torch.float32):
     return model.eval(), tokenizer
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-    """Load a model saved under results/models/{name}: (model in eval mode on device, tokenizer)."""
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise ModelUnavailable(f"no model at {str(path)!r}: run the DAG (snakemake) to build it first")
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    return model, tokenizer
+def load_fill_mask_tokenizer(path: Path):
+    """The tokenizer of a saved fill-mask model (read first: it decides whether the model is usable)."""
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def load_fill_mask_model(path: Path, device: torch.device) -> PreTrainedModel:
+    from transformers import AutoModelForMaskedLM
+
+    return AutoModelForMaskedLM.from_pretrained(str(path)).to(device).eval()
 
 
 def describe(model: PreTrainedModel, name: str | None = None) -> dict:
     """The model-table row: shapes read through the activation layer, so any architecture works.
     Building it runs the activation layer's self-check: a model whose hook points do not check out
     stops here, before any stage runs on it, with an ArchitectureError naming `name`."""
-    from .architectures import ArchitectureError
-    from .hooks import HookedModel
+    from lmfeatures.lm.architectures import ArchitectureError
+    from lmfeatures.lm.hooks import HookedModel
 
     try:
         hooked = HookedModel(model)

@@ -6,7 +6,6 @@ Byte-level means every string round-trips, which EPO's retokenization check reli
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import datasets
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -39,9 +38,3 @@ def train_tokenizer(train: datasets.Dataset, cfg: TokenizerConfig) -> PreTrained
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN, unk_token=None, pad_token=EOS_TOKEN
     )
-
-
-def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(path))

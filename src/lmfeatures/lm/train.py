@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .tokens import TokenizedSplit
+from lmfeatures.lm.tokens import TokenizedSplit
 
 
 @dataclass

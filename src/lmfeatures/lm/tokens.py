@@ -1,6 +1,6 @@
 """Tokenized corpus splits: one flat token array per split plus document offsets.
 
-A split is stored as safetensors with
+A split (stored by lmfeatures.store.data) is
     tokens      int32 [n_tokens]       all documents concatenated, no separators
     doc_offsets int64 [n_docs + 1]     document i is tokens[doc_offsets[i]:doc_offsets[i+1]]
 so training can draw windows across documents (joined by EOS) and scans can address a window
@@ -10,11 +10,9 @@ by (document, start).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 
 @dataclass
@@ -37,11 +35,6 @@ class TokenizedSplit:
         doc_of_token = torch.repeat_interleave(torch.arange(self.n_docs), lengths)
         out[torch.arange(len(self.tokens)) + doc_of_token] = self.tokens.long()
         return out
-
-    @classmethod
-    def load(cls, path: str | Path) -> TokenizedSplit:
-        t = load_file(str(path))
-        return cls(tokens=t["tokens"], doc_offsets=t["doc_offsets"])
 
 
 def tokenize_texts(tokenizer, texts: list[str], batch_size: int = 256) -> TokenizedSplit:

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .hooks import HookedModel
-from .scan import Scan, ScanError
+from lmfeatures.lm.hooks import HookedModel
+from lmfeatures.scan.scan import ScanError
+from lmfeatures.store.scans import Scan
 
 
 @dataclass(frozen=True, order=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .hooks import HookedModel
+from lmfeatures.lm.hooks import HookedModel
 
 
 @dataclass(frozen=True)

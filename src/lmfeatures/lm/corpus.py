@@ -150,7 +150,3 @@ def build_corpus(cfg: CorpusConfig) -> tuple[datasets.DatasetDict, dict]:
         }
     )
     return dd, info
-
-
-def load_corpus(path: str | Path) -> datasets.DatasetDict:
-    return datasets.load_from_disk(str(path))

@@ -14,10 +14,10 @@ import math
 import pandas as pd
 import torch
 
-from .epo import Scorer, xent
-from .hooks import HookedModel
-from .neurons import Neuron
-from .scan import Scan
+from lmfeatures.epo.epo import Scorer, xent
+from lmfeatures.lm.hooks import HookedModel
+from lmfeatures.scan.neurons import Neuron
+from lmfeatures.store.scans import Scan
 
 THRESHOLDS = (4.0, 6.0, math.inf)  # the paper's; xent < 6 counted as in-distribution there
 CALIBRATED = {"median": 0.5, "p90": 0.9}  # quantiles of real-text slices' xent, per fluency model

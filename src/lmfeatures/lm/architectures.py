@@ -102,7 +102,7 @@ class ArchitectureError(ValueError):
 def _fix(model_type: str, key: str) -> str:
     return (
         f"set models[].module_paths.{key} in the config (a dotted path; mlp_out and mlp_act relative to a "
-        f"block), or call lmfeatures.architectures.register_architecture({model_type!r}, ArchSpec(...))"
+        f"block), or call lmfeatures.lm.architectures.register_architecture({model_type!r}, ArchSpec(...))"
     )
 
 

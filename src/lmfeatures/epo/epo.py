@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from .hooks import HookedModel
+from lmfeatures.lm.hooks import HookedModel
 
 
 class EPOError(ValueError):

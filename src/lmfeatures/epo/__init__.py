@@ -1,0 +1,1 @@
+"""Evolutionary prompt optimization (EPO) and its comparison with the dataset's examples."""

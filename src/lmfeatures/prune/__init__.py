@@ -1,0 +1,1 @@
+"""Pruning to minimal activating examples, local search into variants, N2G-style predictors."""

@@ -1,0 +1,1 @@
+"""Sparse autoencoders (TopK, ReLU + L1) and seed 004's per-feature checks."""

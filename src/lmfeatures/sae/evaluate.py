@@ -1,0 +1,79 @@
+"""Activations for SAE training and an SAE's evaluation on held-out windows: L0, explained variance,
+MSE, dead / dense shares and next-token cross-entropy with the reconstruction spliced in. No file I/O.
+
+    windows = text_windows(tokenizer, texts, context_length, max_tokens)
+    acts = collect_activations(model, "mlp.1", windows)      # float16 [tokens, d_mlp]
+    evaluation = evaluate_sae(model, sae, layer, windows)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from lmfeatures.lm.hooks import HookedModel
+from lmfeatures.sae.checks import target_logprobs
+from lmfeatures.sae.sae import ReconstructionStats, SparseAutoencoder, loss_recovered
+from lmfeatures.scan.scan import Windows, make_windows
+
+EVAL_BATCH = 16  # windows per forward in evaluation and checks
+
+
+def text_windows(tokenizer, texts: list[str], context_length: int, max_tokens: int) -> Windows:
+    docs = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return make_windows(docs, context_length, max_tokens)
+
+
+def valid_positions(windows: Windows, rows: slice, context_length: int) -> torch.Tensor:
+    """bool [rows, pos]: the positions these windows count (not the context-only ones)."""
+    return torch.arange(context_length)[None, :] >= windows.valid_from[rows, None]
+
+
+@torch.no_grad()
+def collect_activations(model: HookedModel, hook: str, windows: Windows, batch_size: int = 64) -> torch.Tensor:
+    """The activations at `hook` of every counted token of `windows`: float16 [tokens, width],
+    one forward per batch that stops after the hook's block."""
+    out = []
+    context = windows.ids.shape[1]
+    for b in tqdm(range(0, len(windows.ids), batch_size), desc=f"activations {hook}", unit="batch", mininterval=2.0):
+        rows = slice(b, b + batch_size)
+        acts = model.run([hook], input_ids=windows.ids[rows].to(model.device))[hook]
+        out.append(acts[valid_positions(windows, rows, context).to(acts.device)].half().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def evaluate_sae(model: HookedModel, sae: SparseAutoencoder, layer: int, windows: Windows) -> dict:
+    """L0, explained variance, MSE, dead and dense shares on `windows`, and next-token cross-entropy
+    clean, with the reconstruction spliced in at mlp.{layer}, and with it zero-ablated."""
+    hook = f"mlp.{layer}"
+    stats = ReconstructionStats(sae.d_in, sae.d_sae)
+    losses = {"clean": 0.0, "spliced": 0.0, "zero_ablated": 0.0}
+    n_predicted = 0
+    context = windows.ids.shape[1]
+    for b in tqdm(range(0, len(windows.ids), EVAL_BATCH), desc="evaluate", unit="batch", mininterval=2.0):
+        rows = slice(b, b + EVAL_BATCH)
+        ids = windows.ids[rows].to(model.device)
+        valid = valid_positions(windows, rows, context).to(model.device)
+        predicted = valid[:, :-1]  # positions with a next token
+        runs = {
+            "clean": model.run([hook], input_ids=ids, return_logits=True),
+            "spliced": model.run([], input_ids=ids, return_logits=True, edit={hook: sae}),
+            "zero_ablated": model.run([], input_ids=ids, return_logits=True, edit={hook: torch.zeros_like}),
+        }
+        for name, out in runs.items():
+            losses[name] -= float(target_logprobs(out["logits"], ids)[predicted].sum())
+        n_predicted += int(predicted.sum())
+        x = runs["clean"][hook][valid].float()
+        z = sae.encode(x)
+        stats.update(x, sae.decode(z), z)
+    result = stats.result()
+    ce = {f"ce_{k}": v / n_predicted for k, v in losses.items()}
+    density = result.pop("density")
+    return {
+        **result,
+        **ce,
+        "loss_recovered": loss_recovered(ce["ce_clean"], ce["ce_spliced"], ce["ce_zero_ablated"]),
+        "density_histogram": np.histogram(np.log10(density.numpy() + 1e-10), bins=20, range=(-10, 0))[0].tolist(),
+    }

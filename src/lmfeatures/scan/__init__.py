@@ -1,0 +1,2 @@
+"""Dataset max-activation scans of every unit of every layer, and the neuron selection the later
+stages share."""

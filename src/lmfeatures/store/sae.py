@@ -1,0 +1,100 @@
+"""results/sae/{model}/L{layer}/: SAEs, their checks and feature pages.
+
+{run}/       one SAE in SAELens's layout (cfg.json, sae_weights.safetensors) with
+             training_log.json and evaluation.json
+checks/      {dictionary}.parquet (one check table per dictionary), scan/ (the scan of every
+             dictionary's units, lmfeatures.store.scans), neuron_correlations.safetensors
+             ({"{run}.neurons": [d_sae, d_mlp] Pearson r}), proxies.json (classes, token counts)
+pages/       {run}/F{unit}.html and index.html, pages.json ({run: [paged units]})
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+from lmfeatures.io import read_json, write_json
+from lmfeatures.lm.hooks import HookedModel
+from lmfeatures.sae.sae import SAEError, SparseAutoencoder, from_sae_lens_files, sae_lens_files
+from lmfeatures.store.scans import Scan, load_scan, write_scan
+
+
+def save_sae(out_dir: Path, sae: SparseAutoencoder, hook: str, model: str, extra: dict) -> None:
+    cfg, tensors = sae_lens_files(sae, hook, {"model_name": model, **extra})
+    write_json(out_dir / "cfg.json", cfg)
+    save_file(tensors, str(out_dir / "sae_weights.safetensors"))
+
+
+def load_sae(path: str | Path, model: HookedModel | None = None) -> tuple[SparseAutoencoder, str]:
+    """(the SAE of a SAELens-layout folder, its hook name); with `model`, refuse one whose hook or
+    d_in does not fit that model (SAEError, one line)."""
+    path = Path(path)
+    if not (path / "cfg.json").is_file() or not (path / "sae_weights.safetensors").is_file():
+        raise SAEError(f"{str(path)!r} is not an SAE folder (cfg.json and sae_weights.safetensors)")
+    cfg = read_json(path / "cfg.json")
+    sae = from_sae_lens_files(cfg, load_file(str(path / "sae_weights.safetensors")))
+    hook = (cfg.get("metadata") or {}).get("hook_name") or cfg.get("hook_name")
+    if model is not None:
+        try:
+            kind, layer = model.check_hook(hook)
+        except (ValueError, TypeError) as err:
+            raise SAEError(f"SAE {str(path)!r}: its hook {hook!r} does not fit this model: {err}") from None
+        width = model.d_mlp if kind in ("mlp", "mlp_pre") else model.d_model
+        if sae.d_in != width:
+            raise SAEError(f"SAE {str(path)!r} reads {sae.d_in} dimensions, but {hook} of this model has {width}")
+    return sae, hook
+
+
+def read_checks(checks_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """{dictionary name: its check table} of a checks folder."""
+    return {p.stem: pd.read_parquet(p) for p in sorted(Path(checks_dir).glob("*.parquet"))}
+
+
+def write_run(folder: str | Path, log: list[dict], evaluation: dict) -> None:
+    """A run's training log and evaluation, beside its SAE files."""
+    write_json(Path(folder) / "training_log.json", log)
+    write_json(Path(folder) / "evaluation.json", evaluation)
+
+
+def read_evaluation(run_dir: str | Path) -> dict:
+    return read_json(Path(run_dir) / "evaluation.json")
+
+
+def write_checks(folder: str | Path, scan: tuple, tables: dict[str, pd.DataFrame], correlations: dict, proxies: dict):
+    """A checks folder: `scan` = (result, windows, meta, window_max) as write_scan takes them, the
+    check tables, the neuron correlations and proxies.json ({"proxies", "class_tokens"})."""
+    folder = Path(folder)
+    write_scan(folder / "scan", *scan)
+    for name, table in tables.items():
+        table.to_parquet(folder / f"{name}.parquet")
+    save_file(correlations, str(folder / "neuron_correlations.safetensors"))
+    write_json(folder / "proxies.json", proxies)
+
+
+def load_checks_scan(checks_dir: str | Path, model_dir: str | Path) -> Scan:
+    return load_scan(Path(checks_dir) / "scan", model_dir=model_dir)
+
+
+def read_correlations(checks_dir: str | Path, run: str) -> torch.Tensor:
+    """[d_sae, d_mlp]: Pearson r of each of run's features with each neuron of the layer."""
+    return load_file(str(Path(checks_dir) / "neuron_correlations.safetensors"))[f"{run}.neurons"]
+
+
+def read_proxies(checks_dir: str | Path) -> dict:
+    return read_json(Path(checks_dir) / "proxies.json")
+
+
+def write_pages(folder: str | Path, run: str, pages: dict[str, str], chosen: list[int]) -> None:
+    """A run's feature pages ({file name: html}) and pages.json."""
+    (Path(folder) / run).mkdir(exist_ok=True)
+    for name, text in pages.items():
+        (Path(folder) / run / name).write_text(text, encoding="utf-8")
+    write_json(Path(folder) / "pages.json", {run: chosen})
+
+
+def read_paged(pages_dir: str | Path, run: str) -> list[int]:
+    """The features of `run` that have a page."""
+    return read_json(Path(pages_dir) / "pages.json")[run]
