@@ -11,10 +11,8 @@ import pytest
 from workflow_runs import REPO, snakemake
 
 # the rules that only present results: an edit to lmfeatures/report/ may rerun these and nothing else
-PRESENTATION_JOBS = {
-    *("model_summary", "scan_summary", "epo_summary", "prune_summary", "alignment_summary", "sae_summary"),
-    *("neuron_pages", "sae_pages", "report", "all"),
-}
+SUMMARIES = {"model_summary", "scan_summary", "epo_summary", "prune_summary", "alignment_summary", "sae_summary"}
+PRESENTATION_JOBS = SUMMARIES | {"neuron_pages", "sae_pages", "report", "all"}
 
 pytestmark = pytest.mark.e2e
 
@@ -98,14 +96,14 @@ def test_code_change_reruns_the_rules_that_run_it(run, tmp_path):
         return _jobs_in_dry_run(result.stdout)
 
     # imported by lmfeatures.stages.report only
-    assert jobs_after_changing("report/models.py") == {"model_summary", "report", "all"}
+    assert jobs_after_changing("report/models.py") == SUMMARIES | {"report", "all"}
     # imported by lmfeatures.stages.epo only: every EPO job and what reads their results
     assert jobs_after_changing("epo/frontier.py") == {
-        *("epo_run", "epo_fluency", "epo_compare"),
+        *("epo_run", "epo_baseline", "epo_fluency", "epo_compare"),
         *("epo_summary", "prune_summary", "neuron_pages", "report", "all"),
     }
-    # imported by every stage that loads a model
-    assert {"train_model", "scan", "select_neurons", "epo_run", "neuron_pages"} <= jobs_after_changing("lm/hooks.py")
+    # imported by every stage that loads a model (EPO's runs are planned once the selection has rerun)
+    assert {"train_model", "scan", "select_neurons", "neuron_pages"} <= jobs_after_changing("lm/hooks.py")
     # presentation: an edit to any report/ module reruns only the summaries, the pages and the report
     for module in sorted((package / "report").glob("*.py")):
         jobs = jobs_after_changing(str(module.relative_to(package)))
