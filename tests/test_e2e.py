@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from workflow_runs import REPO, snakemake
+from workflow_runs import REPO, snakemake, snakemake_command
 
 # the rules that only present results: an edit to lmfeatures/report/ may rerun these and nothing else
 SUMMARIES = {"model_summary", "scan_summary", "epo_summary", "prune_summary", "alignment_summary", "sae_summary"}
@@ -95,7 +95,7 @@ def test_code_change_reruns_the_rules_that_run_it(run, tmp_path):
         shutil.copy2(REPO / "src" / "lmfeatures" / module, package / module)
         return _jobs_in_dry_run(result.stdout)
 
-    # imported by lmfeatures.stages.report only
+    # imported by lmfeatures.stages.report only, which runs every summary
     assert jobs_after_changing("report/models.py") == SUMMARIES | {"report", "all"}
     # imported by lmfeatures.stages.epo only: every EPO job and what reads their results
     assert jobs_after_changing("epo/frontier.py") == {
@@ -108,6 +108,20 @@ def test_code_change_reruns_the_rules_that_run_it(run, tmp_path):
     for module in sorted((package / "report").glob("*.py")):
         jobs = jobs_after_changing(str(module.relative_to(package)))
         assert jobs and jobs <= PRESENTATION_JOBS, (module.name, sorted(jobs - PRESENTATION_JOBS))
+
+
+def test_the_first_report_section_needs_only_the_scans_and_the_selection(run):
+    """scan_summary reads results/selection/{model}.json, written once per model from its scan, so
+    the first report section waits on no EPO, pruning, SAE or page job."""
+    cmd = snakemake_command(run, "--dry-run", "--forceall", targets=("results/report/dataset-examples/gallery.md",))
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = _jobs_in_dry_run(result.stdout)
+    assert {"scan", "select_neurons", "scan_summary"} <= jobs
+    assert not {j for j in jobs if j.startswith(("epo", "prune", "sae", "alignment")) or j.endswith("pages")}
+    selection = json.loads((run / "results" / "selection" / "micro-b.json").read_text())
+    assert "L1N3" in selection["epo"] and "L1N3" in selection["prune"]  # EPO's neuron is pruned too
+    assert {p["neuron"] for p in selection["pages"]} >= set(selection["prune"])
 
 
 def test_config_typo_stops_before_any_job(tmp_path):
@@ -164,18 +178,21 @@ def test_a_hub_style_qwen3_runs_through_scan_pages_and_epo(run):
 def test_pruning_tables_scores_and_report_section(run):
     import pandas as pd
 
+    from lmfeatures.prune.evaluate import PREDICTORS
+
     results = run / "results"
     for model in ("micro-b", "micro-a-untrained"):
         evaluation = json.loads((results / "prune" / model / "evaluation.json").read_text())
         scored = [r for r in evaluation["neurons"] if "skipped" not in r]
         assert scored and all(0 <= r["mae_activation_share"] for r in scored)
         for r in scored:
-            assert {"precision", "recall", "f1", "tp"} <= r["predictor"].keys() <= r["token_baseline"].keys()
+            assert all({"precision", "recall", "f1", "tp"} <= r[name].keys() for name in PREDICTORS)
+            assert r["n_train_documents"] > 0 and r["context_free"] == (r["layer"] == 0)  # GPT-NeoX, parallel
             table = pd.read_parquet(results / "prune" / model / f"{r['neuron']}.parquet")
             assert {"dataset example", "MAE"} <= set(table["type"])
             assert set(table["type"]) <= {"dataset example", "MAE", "positive", "negative", "neither"}
     html = " ".join((results / "report" / "index.html").read_text().split())  # pandoc wraps long headings
-    assert "What exactly does a neuron respond to?" in html and "predictor F1" in html  # the generated summary
+    assert "What exactly does a neuron respond to?" in html and "N2G patterns F1" in html  # the generated summary
     # EPO's neuron (1.3, outside the shared selection) is pruned too, its frontier scored by the patterns
     assert (results / "prune" / "micro-b" / "L1N3.predictor.json").is_file()
     assert "Does the explanation from data cover what optimisation found?" in html

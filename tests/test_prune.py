@@ -11,6 +11,7 @@ from lmfeatures.prune.prune import (
     PruneConfig,
     Unit,
     activations_at,
+    importance_matrices,
     local_search,
     prune,
     sequence_log_likelihood,
@@ -70,6 +71,25 @@ def test_token_importance_equals_masking_one_token_at_a_time(planted):
         assert float(importance[j]) == pytest.approx(float(expected), abs=1e-5)
     assert importance[4:].tolist() == [0.0, 0.0]  # after the anchor: invisible to a causal model
     assert min(importance[2], importance[3]) > 0.3 > max(abs(importance[0]), abs(importance[1]))
+
+
+def test_importance_matrices_rows_equal_masking_one_token_at_a_time_for_every_token():
+    hm = HookedModel(micro_model("llama", seed=5))
+    unit, ids, neutral = Unit("mlp.1", 2), torch.tensor([7, 3, 9, 40, 12, 5]), 40
+    other = torch.tensor([40, 3, 2, 8, 12, 5])
+    matrices = importance_matrices(hm, unit, torch.stack([other, ids]), neutral)  # prompts batched together
+    torch.testing.assert_close(matrices[0], importance_matrices(hm, unit, other[None], neutral)[0])
+    matrix = matrices[1]
+    for i in range(len(ids)):
+        base = activations_at(hm, unit, [ids[: i + 1]], [i])[0]
+        for j in range(len(ids)):
+            masked = ids[: i + 1].clone()
+            if j <= i:
+                masked[j] = neutral
+            expected = (
+                0.0 if j > i or int(ids[j]) == neutral else float(1 - activations_at(hm, unit, [masked], [i])[0] / base)
+            )
+            assert float(matrix[i, j]) == pytest.approx(expected, abs=1e-4), (i, j)
 
 
 def test_substitutes_are_ranked_by_the_masked_lm_posterior():

@@ -8,7 +8,10 @@ import torch
 
 def bootstrap_mean(values: torch.Tensor | np.ndarray, seed: int = 0, n: int = 2000) -> tuple[float, float, float]:
     """(mean, 2.5th and 97.5th percentile of the means of n resamples) of values [F] (NaN dropped)."""
-    values = torch.as_tensor(values, dtype=torch.float64)
+    if isinstance(values, torch.Tensor):
+        values = values.to(torch.float64)
+    else:  # a copy: pandas hands out read-only arrays, which torch warns about
+        values = torch.from_numpy(np.array(values, dtype=np.float64))
     values = values[~torch.isnan(values)]
     if not len(values):
         return float("nan"), float("nan"), float("nan")

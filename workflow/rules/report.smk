@@ -73,7 +73,7 @@ rule prune_summary:
         prune_dirs=[f"{RESULTS}/prune/{m}" for m in config["prune"]["models"]],
         epo_runs=lambda wc: [d for m, n in pruned_epo_targets() for d in epo_seed_dirs(m, n)],
     output:
-        figure=f"{RESULTS}/report/pruning/f1_by_layer.png",
+        figure=f"{RESULTS}/report/pruning/paired_f1.png",
         section=f"{RESULTS}/report/pruning/summary.md",
     log:
         f"{RESULTS}/logs/report/prune_summary.log",

@@ -214,3 +214,22 @@ def arch_spec(model: nn.Module, module_paths: dict | None = None) -> tuple[ArchS
     if given.get("mlp_out") and spec.no_neurons:  # the user names the MLP: trust it, the check verifies it
         spec = replace(spec, no_neurons=None)
     return spec, frozenset(stated | set(given))
+
+
+# model_type -> whether a config's blocks run attention and the MLP in parallel on the same input
+# (GPT-J's design, kept by GPT-NeoX / Pythia, Phi, some Falcons): then block 0's MLP reads only the
+# normed token embedding
+_PARALLEL_BLOCKS = {
+    "gpt_neox": lambda c: bool(getattr(c, "use_parallel_residual", True)),
+    "gptj": lambda c: True,
+    "phi": lambda c: True,
+    "falcon": lambda c: bool(getattr(c, "parallel_attn", False) or getattr(c, "new_decoder_architecture", False)),
+}
+
+
+def context_free_mlp_layers(config) -> frozenset[int]:
+    """The MLP layers whose neurons are a function of the current token alone, from a transformers
+    config: {0} for models with parallel attention and MLP (nothing has mixed the context in before
+    block 0's MLP), else none. A pattern of context tokens can at best tie a token lookup there."""
+    parallel = _PARALLEL_BLOCKS.get(config.model_type)
+    return frozenset({0}) if parallel is not None and parallel(config) else frozenset()

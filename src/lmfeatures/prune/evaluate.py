@@ -1,9 +1,10 @@
-"""Pruning's per-neuron driver: MAEs and variants of half of a neuron's top examples, the N2G-style
-predictor and the token lookup fitted on them, and both scored on held-out windows; and how well
-the fitted predictors foresee what EPO found. No file I/O: the prune stage reads and writes.
+"""Pruning's per-neuron driver: MAEs and variants of the top examples of half of a neuron's
+documents, the N2G predictor and the two token lookups fitted on them, and all three scored on the
+other documents; and how well the fitted predictors foresee what EPO found. No file I/O: the prune
+stage reads and writes.
 
     evaluation, fitted, rows = prune_neuron(model, tokenizer, scan, neuron, cfg, neutral, content,
-                                            line_break, propose)
+                                            line_break, propose, context_free)
 """
 
 from __future__ import annotations
@@ -11,10 +12,58 @@ from __future__ import annotations
 import torch
 
 from lmfeatures.lm.hooks import HookedModel
-from lmfeatures.prune.n2g import Predictor, firing_scores, pattern_of, token_lookup
-from lmfeatures.prune.prune import PruneConfig, Unit, local_search, prune, token_importance
+from lmfeatures.prune.n2g import FIRING, Predictor, firing_patterns, firing_scores, last_token_lookup, token_lookup
+from lmfeatures.prune.prune import (
+    MAE,
+    PruneConfig,
+    Unit,
+    Variant,
+    activations_everywhere,
+    importance_matrices,
+    local_search,
+    prune,
+)
 from lmfeatures.scan.neurons import Neuron, token_activations
 from lmfeatures.store.scans import Scan
+
+PREDICTORS = ("predictor", "last_token_lookup", "token_lookup")  # N2G; its tokens alone; every token
+
+
+def split_by_document(docs: list[int]) -> tuple[list[int], list[int]]:
+    """(train, test) indices into a neuron's top examples, given each one's document docs[i] in rank
+    order: whole documents go to the side with fewer examples so far, in the order of their best
+    example, so no document is on both sides and the sides stay near half each."""
+    sides: tuple[list[int], list[int]] = ([], [])
+    side_of: dict[int, int] = {}
+    for i, doc in enumerate(docs):
+        if doc not in side_of:
+            side_of[doc] = int(len(sides[1]) < len(sides[0]))
+        sides[side_of[doc]].append(i)
+    return sides
+
+
+def n2g_examples(
+    hooked: HookedModel,
+    unit: Unit,
+    mae: MAE,
+    variants: list[Variant],
+    importance: torch.Tensor,
+    neutral: int,
+    important: float,
+    data_max: float,
+) -> list[tuple[tuple[int, ...], float]]:
+    """(pattern, activation) for every firing token of the MAE and of each variant, every activation
+    rescaled as N2G does to the original context's (original / pruned activation at the anchor) and
+    normalised by the dataset max. `importance` [m, m] is the MAE's (importance_matrices); a
+    variant's own is computed only when one of its tokens fires."""
+    prompts = torch.stack([mae.ids] + [v.ids for v in variants])  # [1 + variants, m]
+    acts = activations_everywhere(hooked, unit, prompts) * (mae.original / mae.activation / data_max)
+    examples = firing_patterns(mae.ids, acts[0], importance, important)
+    fired = [j for j in range(1, len(prompts)) if bool((acts[j] >= FIRING).any())]
+    if fired:
+        for j, matrix in zip(fired, importance_matrices(hooked, unit, prompts[fired], neutral)):
+            examples += firing_patterns(prompts[j], acts[j], matrix, important)
+    return examples
 
 
 def prune_neuron(
@@ -27,12 +76,16 @@ def prune_neuron(
     content: torch.Tensor,
     line_break: torch.Tensor,
     propose,
+    context_free: bool,
 ) -> tuple[dict, dict[str, Predictor] | None, list[dict]]:
-    """MAEs and variants of the neuron's even-ranked top examples, the predictor and the token
-    baseline fitted on them, and their scores on the odd-ranked top examples plus the random
-    windows that are not training windows: (evaluation, {name: predictor} or None when skipped,
-    the report-style rows: dataset example, MAE and variants per example). `content` and
-    `line_break` are bool [vocab]; `propose` is a fill-mask proposer or None (the model proposes)."""
+    """MAEs and variants of the neuron's training top examples (split_by_document), the N2G
+    predictor (firing_patterns of every MAE and variant, rescaled to the original context), the
+    lookup of its final tokens and the lookup fitted on every token of the training windows, and
+    their scores on the test top examples plus the random windows of documents on neither side:
+    (evaluation, {name: predictor} or None when skipped, the report-style rows: dataset example, MAE
+    and variants per example). `content` and `line_break` are bool [vocab]; `propose` is a
+    fill-mask proposer or None (the model proposes); `context_free`: the neuron's layer sees only
+    the current token (lm.architectures.context_free_mlp_layers), recorded for the report."""
     rows: list[dict] = []
     hook, index = neuron.hook, neuron.index
     unit = Unit(hook, index)
@@ -50,21 +103,20 @@ def prune_neuron(
     ]
     if len(tops) < 2 or data_max <= 0:
         return {"skipped": "fewer than two top examples above zero"}, None, rows
-    train, test = tops[0::2], tops[1::2]
-    patterns, maes = [], []
+    docs = scan.windows.doc
+    train_idx, test_idx = split_by_document([int(docs[w]) for _, w, _ in tops])
+    if not test_idx:
+        return {"skipped": "every top example comes from one document: none is left to test on"}, None, rows
+    train, test = [tops[i] for i in train_idx], [tops[i] for i in test_idx]
+    examples, maes = [], []
     for k, w, p in train:
         ids = scan.windows.ids[w]
         breaks = torch.nonzero(line_break[ids[:p]]).flatten()
         mae = prune(hooked, unit, ids, p, int(breaks[-1]) + 1 if len(breaks) else 0, cfg)
-        importance = token_importance(hooked, unit, mae.ids, mae.anchor, neutral)
-        variants = local_search(hooked, unit, mae, importance, content, cfg, propose)
+        importance = importance_matrices(hooked, unit, mae.ids[None], neutral)[0]  # [m, m]
+        variants = local_search(hooked, unit, mae, importance[mae.anchor], content, cfg, propose)
         maes.append(mae)
-        patterns.append((pattern_of(mae.ids, mae.anchor, importance, cfg.important), mae.activation / data_max))
-        patterns += [
-            (pattern_of(v.ids, mae.anchor, importance, cfg.important), v.activation / data_max)
-            for v in variants
-            if v.label == "positive"
-        ]
+        examples += n2g_examples(hooked, unit, mae, variants, importance, neutral, cfg.important, data_max)
         base = {"neuron": neuron.name, "example": k}
         rows.append(
             {
@@ -81,29 +133,33 @@ def prune_neuron(
                 {**base, "type": v.label, "prompt": tok.decode(v.ids), "activation": v.activation, "changed": changed}
             )
     train_windows = sorted({w for _, w, _ in train})
-    test_windows = sorted(({w for _, w, _ in test} | set(scan.random_windows.tolist())) - set(train_windows))
+    seen_docs = {int(docs[w]) for _, w, _ in tops}
+    random_windows = [w for w in scan.random_windows.tolist() if int(docs[w]) not in seen_docs]
+    test_windows = sorted({w for _, w, _ in test} | set(random_windows))
     acts = token_activations(hooked, scan.windows.ids[train_windows + test_windows], [neuron])[neuron] / data_max
     positions = torch.arange(scan.windows.ids.shape[1])
     valid = positions[None, :] >= scan.windows.valid_from[train_windows + test_windows][:, None]
     n_train = len(train_windows)
-    test_ids, test_acts, test_valid = (
-        scan.windows.ids[test_windows],
-        acts[n_train:],
-        valid[n_train:],
-    )
-    baseline = token_lookup(scan.windows.ids[train_windows], acts[:n_train], valid[:n_train])
-    predictor = Predictor.fit(patterns)
+    test_ids, test_acts, test_valid = scan.windows.ids[test_windows], acts[n_train:], valid[n_train:]
+    predictor = Predictor.fit(examples)
+    fitted = {
+        "predictor": predictor,
+        "last_token_lookup": last_token_lookup(predictor),
+        "token_lookup": token_lookup(scan.windows.ids[train_windows], acts[:n_train], valid[:n_train]),
+    }
     evaluation = {
         "data_max": data_max,
+        "context_free": context_free,
+        "n_train_documents": len({int(docs[w]) for _, w, _ in train}),
+        "n_test_documents": len({int(docs[w]) for w in test_windows}),
         "n_test_windows": len(test_windows),
-        "predictor": firing_scores(predictor.predict(test_ids), test_acts, test_valid),
-        "token_baseline": firing_scores(baseline.predict(test_ids), test_acts, test_valid),
+        **{name: firing_scores(p.predict(test_ids), test_acts, test_valid) for name, p in fitted.items()},
         "n_patterns": len(predictor.patterns),
         "mae_tokens_median": float(torch.tensor([m.anchor + 1 for m in maes]).float().median()),
         "mae_within_line": sum(m.within_line for m in maes) / len(maes),
         "mae_activation_share": sum(m.activation / m.original for m in maes) / len(maes),
     }
-    return evaluation, {"predictor": predictor, "token_baseline": baseline}, rows
+    return evaluation, fitted, rows
 
 
 def frontier_recall(predictors: dict[str, Predictor], frontier: list[dict], data_max: float, position: str) -> dict:

@@ -1,14 +1,27 @@
 """A neuron's explanation as token patterns, scored on held-out text: Neuron2Graph's predictor and metrics.
 
-N2G (Foote et al. 2023) turns each pruned example into a pattern: the tokens from the first
-important one to the anchor, the unimportant ones as wildcards, and predicts the neuron's
-activation (normalised by its dataset maximum) at every token where a pattern ends. It is scored
-on held-out examples by precision, recall and F1 of *firing* tokens (normalised activation >=
-0.5), against a single-token lookup. We store the patterns as a set rather than N2G's trie: the
-predictions are the same (the largest activation of any pattern that matches), and matching is one
-tensor comparison per pattern over all windows.
+N2G (Foote et al. 2023; ANCHORS §2) builds, from every pruned example and every augmented (varied)
+prompt, one pattern per token that fires there (normalised activation >= 0.5): the tokens from the
+first one important *for that token* up to it, the unimportant ones as wildcards, stored with the
+token's activation rescaled to the original context's (scale = original / pruned activation of the
+example's anchor) and normalised by the neuron's dataset maximum. It predicts, at every token, the
+activation of the longest pattern that ends there, matched right to left from that token (0 where
+none does), and is scored on held-out examples by precision, recall and F1 of firing tokens.
 
-    predictor = Predictor.fit(patterns)                   # patterns from MAEs and positive variants
+Where this differs from N2G's public code, and why:
+- the patterns are a set rather than a trie: the predictions are the same (the trie's deepest
+  matching path is the longest matching pattern), and matching is one tensor comparison per pattern
+  over all windows; among equally long patterns, and for a pattern seen twice, the largest
+  activation wins (our choice: every stored activation fires, so it cannot change the F1);
+- only firing tokens get patterns (N2G stores every token's activation): a non-firing pattern could
+  only lower a prediction, and N2G's F1 reads only whether a prediction reaches 0.5.
+
+The two baselines get the same information or more: `last_token_lookup` keeps only the final token
+of each of the predictor's patterns (the same prompts and the same tokens, no context), and
+`token_lookup` is fitted on every token of the training windows in context.
+
+    examples = firing_patterns(ids, activations, importance, important)   # per pruned / varied prompt
+    predictor = Predictor.fit(examples)
     predicted = predictor.predict(windows)                # [w, n] normalised activations
     scores = firing_scores(predicted, actual, valid)      # precision, recall, f1
 No file I/O.
@@ -25,13 +38,24 @@ FIRING = 0.5  # N2G: a token fires at >= half the neuron's dataset maximum
 WILDCARD = -1  # a pattern position that matches any token
 
 
-def pattern_of(ids: torch.Tensor, anchor: int, importance: torch.Tensor, important: float) -> tuple[int, ...]:
-    """The pattern of an example ids [m] with its anchor: tokens from the first important one up to
-    the anchor (always kept), unimportant ones as WILDCARD."""
-    keep = importance[: anchor + 1] >= important
-    keep[anchor] = True
+def pattern_of(ids: torch.Tensor, end: int, importance: torch.Tensor, important: float) -> tuple[int, ...]:
+    """The pattern of token `end` of ids [m], given importance [m] of each token for it: tokens from
+    the first important one up to `end` (always kept), unimportant ones as WILDCARD."""
+    keep = importance[: end + 1] >= important
+    keep[end] = True
     first = int(torch.nonzero(keep)[0])
-    return tuple(int(t) if k else WILDCARD for t, k in zip(ids[first : anchor + 1].tolist(), keep[first:].tolist()))
+    return tuple(int(t) if k else WILDCARD for t, k in zip(ids[first : end + 1].tolist(), keep[first:].tolist()))
+
+
+def firing_patterns(
+    ids: torch.Tensor, activations: torch.Tensor, importance: torch.Tensor, important: float
+) -> list[tuple[tuple[int, ...], float]]:
+    """(pattern, activation) for every firing token of one prompt: ids [m], activations [m] already
+    rescaled and normalised, importance [m, m] (row i: each token's importance for token i)."""
+    return [
+        (pattern_of(ids, i, importance[i], important), float(activations[i]))
+        for i in torch.nonzero(activations >= FIRING).flatten().tolist()
+    ]
 
 
 @dataclass
@@ -59,11 +83,12 @@ class Predictor:
         return cls({tuple(pattern): activation for pattern, activation in pairs})
 
     def predict(self, windows: torch.Tensor) -> torch.Tensor:
-        """windows [w, n] token ids -> [w, n] predicted normalised activation: the largest of the
-        patterns that end at each token (0 where none does)."""
+        """windows [w, n] token ids -> [w, n] predicted normalised activation: that of the longest
+        pattern ending at each token (the largest among equally long ones; 0 where none does)."""
         w, n = windows.shape
         predicted = torch.zeros(w, n)
-        for pattern, activation in self.patterns.items():
+        # shortest first, so a longer match overwrites a shorter one
+        for pattern, activation in sorted(self.patterns.items(), key=lambda item: (len(item[0]), item[1])):
             length = len(pattern)
             if length > n:
                 continue
@@ -72,13 +97,19 @@ class Predictor:
                 if token != WILDCARD:
                     match &= windows[:, offset : n - length + 1 + offset] == token
             ends = predicted[:, length - 1 :]
-            ends.copy_(torch.where(match, ends.clamp(min=activation), ends))
+            ends.masked_fill_(match, activation)
         return predicted
 
 
+def last_token_lookup(predictor: Predictor) -> Predictor:
+    """The baseline with the predictor's information and no context: each pattern's final token
+    predicts the largest activation of the patterns ending in it."""
+    return Predictor.fit([((pattern[-1],), activation) for pattern, activation in predictor.patterns.items()])
+
+
 def token_lookup(windows: torch.Tensor, actual: torch.Tensor, valid: torch.Tensor) -> Predictor:
-    """The single-token baseline: each token that appears in windows [w, n] (at valid [w, n] positions)
-    predicts the largest normalised activation actual [w, n] it had there."""
+    """The single-token baseline fitted on every token: each token that appears in windows [w, n] (at
+    valid [w, n] positions) predicts the largest normalised activation actual [w, n] it had there."""
     tokens, acts = windows[valid], actual[valid]
     best = torch.full((int(tokens.max()) + 1,), -float("inf")).scatter_reduce(0, tokens, acts, "amax")
     seen = torch.nonzero(torch.isfinite(best)).flatten()

@@ -112,19 +112,32 @@ def prune(model: HookedModel, unit: Unit, ids: torch.Tensor, anchor: int, line_s
     return MAE(ids[start:end].clone(), anchor - start, start, activation, original, bool(in_line))
 
 
+@torch.no_grad()
+def activations_everywhere(model: HookedModel, unit: Unit, seqs: torch.Tensor) -> torch.Tensor:
+    """seqs [b, m] token ids -> [b, m]: the unit at every position; one forward, stopping after the
+    unit's layer."""
+    return model.run([unit.hook], input_ids=seqs.to(model.device))[unit.hook][..., unit.index].float().cpu()
+
+
+def importance_matrices(model: HookedModel, unit: Unit, prompts: torch.Tensor, neutral: int) -> torch.Tensor:
+    """prompts [p, m] -> [p, m, m]: for each prompt, the importance of token j for the unit at token i,
+    1 - act_i(token j replaced by `neutral`) / act_i (N2G's saliency, a row per token so each firing
+    token gets its own pattern); 0 where act_i is 0, and (masking them changes nothing) for j > i,
+    which a causal model cannot see, and for tokens that already are `neutral`. One batch of
+    p (m + 1) sequences: each prompt, then each of its tokens masked."""
+    p, m = prompts.shape
+    variants = prompts[:, None, :].repeat(1, m + 1, 1)  # [p, m + 1, m]: row 0 as is, row j + 1 with token j masked
+    variants[:, 1:].diagonal(dim1=1, dim2=2).fill_(neutral)
+    acts = activations_everywhere(model, unit, variants.reshape(-1, m)).reshape(p, m + 1, m)
+    base = acts[:, 0]  # [p, m]
+    masked = acts[:, 1:].transpose(1, 2)  # [p, i, j]: the unit at token i with token j masked
+    safe = torch.where(base == 0, torch.ones_like(base), base)
+    return torch.where(base[:, :, None] == 0, 0.0, 1 - masked / safe[:, :, None])
+
+
 def token_importance(model: HookedModel, unit: Unit, ids: torch.Tensor, anchor: int, neutral: int) -> torch.Tensor:
-    """[m] importance of each token of ids [m] for the unit at `anchor`: 1 - act(token replaced by
-    `neutral`) / act (N2G's saliency); 0 after the anchor (a causal model cannot see them) and for
-    tokens that already are `neutral`. One batch of anchor + 1 variants."""
-    base = float(activations_at(model, unit, [ids[: anchor + 1]], [anchor])[0])
-    variants = ids[: anchor + 1].repeat(anchor + 1, 1)
-    variants.fill_diagonal_(neutral)
-    masked = activations_at(model, unit, list(variants), [anchor] * (anchor + 1))
-    importance = torch.zeros(len(ids))
-    if base != 0:
-        importance[: anchor + 1] = 1 - masked / base
-    importance[: anchor + 1][ids[: anchor + 1] == neutral] = 0.0
-    return importance
+    """[m] importance of each token of ids [m] for the unit at `anchor` (a row of importance_matrices)."""
+    return importance_matrices(model, unit, ids[None], neutral)[0, anchor]
 
 
 def substitutes(

@@ -248,12 +248,19 @@ def pruning_page_section(frame, evaluation: dict) -> str:
     def f1(scores: dict) -> str:
         return "undefined" if scores["f1"] is None else f"{scores['f1']:.2f}"
 
+    context = (
+        " Its layer sees only the current token (parallel attention and MLP), so no pattern can beat the lookups."
+        if evaluation["context_free"]
+        else ""
+    )
     intro = (
-        f"<p>Half of the top examples pruned to their minimal activating example (MAE) and varied one "
-        f"token at a time (positive: keeps ≥ the configured share of the MAE's activation; negative: "
-        f"below the lower one). The {evaluation['n_patterns']} patterns they give predict this neuron's "
-        f"firing tokens on held-out text with F1 {f1(evaluation['predictor'])}; a single-token lookup: "
-        f"{f1(evaluation['token_baseline'])}.</p>"
+        f"<p>The top examples of {evaluation['n_train_documents']} of its documents pruned to their minimal "
+        f"activating example (MAE) and varied one token at a time (positive: keeps ≥ the configured share of "
+        f"the MAE's activation; negative: below the lower one). The {evaluation['n_patterns']} patterns they "
+        f"give (one per firing token) predict this neuron's firing tokens in {evaluation['n_test_documents']} "
+        f"other documents with F1 {f1(evaluation['predictor'])}; their final tokens alone: "
+        f"{f1(evaluation['last_token_lookup'])}; a lookup of every token of the training windows: "
+        f"{f1(evaluation['token_lookup'])}.{context}</p>"
     )
     tables = []
     for k, (example, rows) in enumerate(frame.groupby("example", sort=True)):

@@ -1,10 +1,12 @@
-"""The report's "What exactly does a neuron respond to?" section: F1 by layer, verdicts, example tables."""
+"""The report's "What exactly does a neuron respond to?" section: paired F1 differences between the N2G
+predictor and two token lookups, by model kind and layer group, their verdicts, example tables."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from lmfeatures.report.plotting import markdown_table, md_cell, md_code, save_figure, set_theme, sns
+from lmfeatures.report.plotting import markdown_table, md_cell, md_code, plt, save_figure, set_theme
 from lmfeatures.stats import bootstrap_mean
 from lmfeatures.store.report import write_text
 
@@ -12,29 +14,90 @@ N2G_F1 = (
     "N2G reports F1 0.68 at layer 0 falling to 0.37 at layer 5 on a 6-layer SoLU model "
     "(its token baseline: 0.53 at layer 0)"
 )
+METHODS = {
+    "predictor": "N2G patterns",
+    "last_token_lookup": "their final tokens",
+    "token_lookup": "every training token",
+}
+# the predictor against each lookup: what the comparison measures
+COMPARISONS = {
+    "last_token_lookup": "the lookup of the patterns' own final tokens (same prompts, same tokens: what context adds)",
+    "token_lookup": "the lookup of every token of the training windows (more tokens: what coverage adds)",
+}
+MIN_NEURONS = 5  # fewer paired neurons than this: the interval is shown, no verdict drawn
 
 
-def f1_figure(scores: pd.DataFrame, out) -> None:
-    """F1 by layer per model: the pattern predictor against the single-token lookup, 95% bootstrap intervals."""
-    set_theme()
-    long = scores.melt(["model", "neuron", "layer"], ["predictor", "token_baseline"], "method", "F1")
-    grid = sns.catplot(
-        long,
-        x="layer",
-        y="F1",
-        hue="method",
-        col="model",
-        col_wrap=3,
-        kind="point",
-        errorbar=("ci", 95),
-        seed=0,  # the bootstrap's, so a rebuilt report is byte-identical
-        dodge=0.3,
-        height=2.6,
-        aspect=1.2,
-        palette={"predictor": "#1b9e77", "token_baseline": "#999999"},
+def layer_group(scores: pd.DataFrame) -> pd.Series:
+    """'layer 0 (context-free)' where the neuron's layer sees only the current token, else 'layer 0'
+    or 'layers ≥ 1'."""
+    return pd.Series(
+        np.where(
+            scores["context_free"], "layer 0 (context-free)", np.where(scores["layer"] == 0, "layer 0", "layers ≥ 1")
+        ),
+        index=scores.index,
     )
-    grid.set(ylim=(-0.05, 1.05))
-    save_figure(grid.figure, out, dpi=120)
+
+
+def paired_differences(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per (kind, group, lookup): over the neurons where all three F1s are defined, the mean F1 of
+    the predictor and of the lookup and their mean paired difference with a 95% bootstrap interval
+    that resamples neurons (each neuron's two scores move together)."""
+    rows = []
+    complete = scores.dropna(subset=list(METHODS))
+    for (kind, group), frame in complete.groupby(["kind", "group"], sort=True):
+        for lookup in COMPARISONS:
+            diff, lo, hi = bootstrap_mean((frame["predictor"] - frame[lookup]).to_numpy())
+            rows.append(
+                {
+                    "kind": kind,
+                    "group": group,
+                    "lookup": lookup,
+                    "neurons": len(frame),
+                    "predictor": frame["predictor"].mean(),
+                    "lookup F1": frame[lookup].mean(),
+                    "difference": diff,
+                    "low": lo,
+                    "high": hi,
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["kind", "group", "lookup", "neurons", "predictor", "lookup F1", "difference", "low", "high"]
+    )
+
+
+def verdict(row) -> str:
+    """What the paired interval says, as the verb before the lookup's name: the predictor beat / fell
+    below / did not clearly differ from it, or is not judged against it on too few neurons."""
+    if row["neurons"] < MIN_NEURONS:
+        return f"are not judged, on {row['neurons']} neuron(s) (fewer than {MIN_NEURONS}), against"
+    if row["low"] > 0:
+        return "beat"
+    if row["high"] < 0:
+        return "fell below"
+    return "did not clearly differ from"
+
+
+def paired_figure(paired: pd.DataFrame, out) -> None:
+    """The predictor minus each lookup, mean F1 difference with its paired 95% interval, one panel per lookup."""
+    set_theme()
+    fig, axes = plt.subplots(1, len(COMPARISONS), figsize=(4.2 * len(COMPARISONS), 3.4), sharey=True)
+    groups = sorted(paired["group"].unique())
+    kinds = sorted(paired["kind"].unique())
+    colours = dict(zip(kinds, ["#1b9e77", "#999999", "#7570b3", "#d95f02"]))
+    for ax, lookup in zip(np.atleast_1d(axes), COMPARISONS):
+        ax.axhline(0, color="black", linewidth=0.8)
+        for k, kind in enumerate(kinds):
+            part = paired[(paired["lookup"] == lookup) & (paired["kind"] == kind)]
+            x = np.array([groups.index(g) for g in part["group"]]) + (k - (len(kinds) - 1) / 2) * 0.15
+            err = np.vstack([part["difference"] - part["low"], part["high"] - part["difference"]])
+            ax.errorbar(x, part["difference"], yerr=err, fmt="o", capsize=3, color=colours[kind], label=kind)
+        ax.set_xticks(range(len(groups)), groups)
+        ax.set_title(f"patterns − {METHODS[lookup]}", fontsize=10)
+        ax.set_xlim(-0.6, len(groups) - 0.4)
+    np.atleast_1d(axes)[0].set_ylabel("held-out F1 difference")
+    np.atleast_1d(axes)[-1].legend(title="models", fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, out, dpi=120)
 
 
 def _example_table(frame: pd.DataFrame) -> str:
@@ -54,7 +117,7 @@ def _example_table(frame: pd.DataFrame) -> str:
 
 
 def _epo_paragraph(epo: pd.DataFrame) -> list[str]:
-    """What the patterns predict of EPO's frontier prompts, per neuron both stages ran on."""
+    """What the patterns and lookups predict of EPO's frontier prompts, per neuron both stages ran on."""
     if not len(epo):
         return []
     firing = epo[epo["firing"] > 0]
@@ -66,22 +129,43 @@ def _epo_paragraph(epo: pd.DataFrame) -> list[str]:
     ]
     if len(firing):
         total = firing["firing"].sum()
-        predicted = (firing["predictor"] * firing["firing"]).sum() / total
-        looked_up = (firing["token_baseline"] * firing["firing"]).sum() / total
+        shares = {m: (firing[m] * firing["firing"]).sum() / total for m in METHODS}
         lines += [
-            f"Over {len(firing)} neuron(s), the patterns predict {predicted:.0%} of {total} firing EPO prompts, "
-            f"the token lookup {looked_up:.0%}.",
+            f"Over {len(firing)} neuron(s) and {total} firing EPO prompts: the patterns predict "
+            f"{shares['predictor']:.0%}, the lookup of their final tokens {shares['last_token_lookup']:.0%}, "
+            f"the lookup of every training token {shares['token_lookup']:.0%}.",
             "",
         ]
     table = epo.rename(
-        columns={
-            "prompts": "frontier prompts",
-            "firing": "firing",
-            "predictor": "patterns' recall",
-            "token_baseline": "token lookup's recall",
-        }
+        columns={"prompts": "frontier prompts", **{m: f"{label}: recall" for m, label in METHODS.items()}}
     )
     return lines + [markdown_table(table, floatfmt=".2f")]
+
+
+def _verdicts(paired: pd.DataFrame) -> list[str]:
+    """One paragraph per (kind, group), every clause computed from the paired intervals."""
+    lines = []
+    for (kind, group), frame in paired.groupby(["kind", "group"], sort=True):
+        by = frame.set_index("lookup")
+        clauses = [
+            f"{verdict(by.loc[lookup])} {COMPARISONS[lookup]}: F1 {by.loc[lookup, 'predictor']:.2f} against "
+            f"{by.loc[lookup, 'lookup F1']:.2f}, difference {by.loc[lookup, 'difference']:+.2f} "
+            f"[{by.loc[lookup, 'low']:+.2f}, {by.loc[lookup, 'high']:+.2f}]"
+            for lookup in COMPARISONS
+        ]
+        context = (
+            " This layer sees only the current token (its blocks run attention and the MLP in parallel), "
+            "so a pattern can at best tie its own final token here."
+            if "context-free" in group
+            else ""
+        )
+        lines += [
+            f"**{kind.capitalize()} models, {group} ({int(by['neurons'].iloc[0])} neurons).** The patterns "
+            + "; and they ".join(clauses)
+            + f" (95% paired bootstrap intervals over neurons).{context}",
+            "",
+        ]
+    return lines
 
 
 def pruning_section(
@@ -93,43 +177,36 @@ def pruning_section(
     figure,
     out,
 ) -> None:
-    """summary.md: verdicts by model kind, the F1-by-layer table, two neurons' tables, the patterns'
-    recall on EPO's prompts (`epo`, from stages.prune.epo_coverage), skipped neurons. `examples` maps
-    "model neuron" to its parquet rows (the best and the worst F1 of trained models)."""
+    """summary.md: paired verdicts by model kind and layer group, MAE statistics, the F1 table by
+    model and group, two neurons' tables, the recall on EPO's prompts (`epo`, from
+    prune.evaluate.frontier_recall), skipped neurons. `examples` maps "model neuron" to its parquet
+    rows (the best and the worst F1 of trained models)."""
+    scores = scores.assign(kind=scores["model"].map(kinds), group=layer_group(scores))
+    paired = paired_differences(scores)
     lines = [
-        "![Held-out F1 of firing tokens (normalised activation ≥ 0.5 of the neuron's dataset maximum) "
-        "by layer, one panel per model (trained models, then their untrained twins): the pattern predictor "
-        "built from half of each neuron's top examples against a "
-        "single-token lookup built from the same half, scored on the other half and random windows; "
-        "95% bootstrap intervals over neurons.](pruning/f1_by_layer.png){#fig-prune-f1}",
+        "![The N2G patterns' held-out F1 minus each lookup's, paired per neuron, by layer group "
+        "(layer 0 apart: in a model whose blocks run attention and the MLP in parallel it sees only the "
+        "current token); 95% bootstrap intervals over neurons.](pruning/paired_f1.png){#fig-prune-f1}",
         "",
     ]
-    scores = scores.assign(kind=scores["model"].map(kinds))
+    lines += _verdicts(paired)
     for kind, group in scores.groupby("kind"):
-        pred, lo, hi = bootstrap_mean(group["predictor"].to_numpy())
-        base, blo, bhi = bootstrap_mean(group["token_baseline"].to_numpy())
-        better = (group["predictor"] > group["token_baseline"]).mean()
-        verdict = "beat" if lo > bhi else "fell below" if hi < blo else "did not clearly differ from"
         kept, klo, khi = bootstrap_mean(group["mae_activation_share"].to_numpy())
-        lines.append(
-            f"**{kind.capitalize()} models ({len(group)} neurons).** The patterns {verdict} the single-token lookup: "
-            f"mean F1 {pred:.2f} [{lo:.2f}, {hi:.2f}] against {base:.2f} [{blo:.2f}, {bhi:.2f}] (95% bootstrap "
-            f"intervals; 'beat' or 'fell below' when they do not overlap); higher on {better:.0%} of neurons. "
-            f"Their MAEs are {group['mae_tokens'].median():.0f} token(s) long up to the anchor (median), lie "
-            f"inside the anchor's line for {group['mae_within_line'].mean():.0%} of examples, and keep "
-            f"{kept:.0%} [{klo:.0%}, {khi:.0%}] of the full window's activation on average (pruning stops "
-            "before the activation falls below `prune.keep_share`, so every MAE keeps at least that share)."
-        )
-        lines.append("")
-    lines.append(f"For scale: {N2G_F1}.")
-    lines.append("")
-    by_layer = (
-        scores.groupby(["model", "layer"])[["predictor", "token_baseline"]]
+        lines += [
+            f"The {kind} models' MAEs are {group['mae_tokens'].median():.0f} token(s) long up to the anchor "
+            f"(median), lie inside the anchor's line for {group['mae_within_line'].mean():.0%} of examples, and "
+            f"keep {kept:.0%} [{klo:.0%}, {khi:.0%}] of the full window's activation on average (pruning stops "
+            "before the activation falls below `prune.keep_share`).",
+            "",
+        ]
+    lines += [f"For scale: {N2G_F1}.", ""]
+    by_group = (
+        scores.groupby(["model", "group"])[list(METHODS)]
         .mean()
         .reset_index()
-        .rename(columns={"predictor": "predictor F1", "token_baseline": "token baseline F1"})
+        .rename(columns={m: f"{label} F1" for m, label in METHODS.items()})
     )
-    lines.append(markdown_table(by_layer, floatfmt=".2f"))
+    lines.append(markdown_table(by_group, floatfmt=".2f"))
     for label, frame in examples.items():
         lines += [f"**{label}**: its first pruned example, the MAE and variants that swap one token:", ""]
         lines.append(_example_table(frame))
@@ -137,4 +214,4 @@ def pruning_section(
     if skipped:
         lines += ["Skipped neurons: " + "; ".join(skipped) + ".", ""]
     write_text(out, "\n".join(lines) + "\n")
-    f1_figure(scores, figure)
+    paired_figure(paired, figure)

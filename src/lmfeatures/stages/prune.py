@@ -7,6 +7,7 @@ from tqdm.auto import tqdm
 
 from lmfeatures.config import fill_mask_path
 from lmfeatures.io import atomic_path, write_provenance
+from lmfeatures.lm.architectures import context_free_mlp_layers
 from lmfeatures.lm.hooks import HookedModel
 from lmfeatures.lm.models import load_fill_mask_model, load_fill_mask_tokenizer, resolve_device
 from lmfeatures.prune.evaluate import prune_neuron
@@ -41,9 +42,9 @@ def prune_neurons(
     device: str,
 ) -> None:
     """For each of the selection's pruning neurons (EPO's included): MAEs, token importance and
-    variants of half its top examples (`{neuron}.parquet`), the pattern predictor and token lookup
-    fitted on them (`{neuron}.predictor.json`), and how well they predict it on the other half and
-    the scan's random windows (`evaluation.json`)."""
+    variants of the top examples of half its documents (`{neuron}.parquet`), the N2G predictor and
+    the two token lookups fitted on them (`{neuron}.predictor.json`), and how well they predict it
+    on the other documents' top examples and random windows (`evaluation.json`)."""
     torch.manual_seed(seed)
     cfg = prune_config(prune_params)
     scan = load_scan(scan_dir, model_dir=model_dir)
@@ -57,14 +58,16 @@ def prune_neurons(
         neutral = neutral_token(scan.windows.ids, tok)
     propose, incompatible = fill_mask_proposer(prune_params, cfg, tok, hooked.device)
     neurons = [Neuron.from_name(n) for n in read_selection(selection_json)["prune"]]
+    context_free_layers = context_free_mlp_layers(lm.config)
     with atomic_path(out_dir, directory=True) as tmp:
         evaluation = []
         for neuron in tqdm(neurons, desc=f"prune {model}", unit="neuron"):
             if incompatible:
                 result, fitted, rows = {"skipped": incompatible}, None, []
             else:
+                context_free = neuron.layer in context_free_layers
                 result, fitted, rows = prune_neuron(
-                    hooked, tok, scan, neuron, cfg, neutral, content, line_break, propose
+                    hooked, tok, scan, neuron, cfg, neutral, content, line_break, propose, context_free
                 )
             evaluation.append({"model": model, "neuron": neuron.name, "layer": neuron.layer, **result})
             write_neuron(tmp, neuron.name, rows, fitted)

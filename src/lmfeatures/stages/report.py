@@ -10,7 +10,7 @@ import pandas as pd
 
 from lmfeatures.alignment.metrics import compute_metrics
 from lmfeatures.io import atomic_path, write_provenance
-from lmfeatures.prune.evaluate import frontier_recall
+from lmfeatures.prune.evaluate import PREDICTORS, frontier_recall
 from lmfeatures.report.alignment import alignment_section
 from lmfeatures.report.dataset_examples import concentration_table, distribution_figure, gallery
 from lmfeatures.report.dreaming import dreaming_section, frontier_figure
@@ -100,10 +100,10 @@ def prune_summary(
     figure: str,
     section: str,
 ) -> None:
-    """The report section's pieces: F1 by layer, verdicts per model kind, the tables of the trained
-    models' best- and worst-explained neurons (by held-out F1), and the patterns' recall on EPO's
-    frontier prompts (`epo_targets`: {"model", "neuron", "runs": EPO run dirs}; `epo_runs`: all of
-    those run dirs)."""
+    """The report section's pieces: paired F1 differences, verdicts per model kind and layer group,
+    the tables of the trained models' best- and worst-explained neurons (by held-out F1), and the
+    predictors' recall on EPO's frontier prompts (`epo_targets`: {"model", "neuron", "runs": EPO run
+    dirs}; `epo_runs`: all of those run dirs)."""
     scores = load_evaluations(prune_dirs)
     folders = {Path(f).name: f for f in prune_dirs}
     trained = scores[scores["model"].map(kinds) == "trained"].dropna(subset=["predictor"])
@@ -122,8 +122,8 @@ def prune_summary(
         frontier = [p for run in target["runs"] for p in read_frontier(run)["frontier"]]
         row = frontier_recall(predictors, frontier, data_max, epo_position)
         recall.append({"model": target["model"], "neuron": target["neuron"], **row})
-    columns = ["model", "neuron", "prompts", "firing", "predictor", "token_baseline"]
-    epo = pd.DataFrame(recall, columns=columns).astype({"predictor": float, "token_baseline": float})
+    epo = pd.DataFrame(recall, columns=["model", "neuron", "prompts", "firing", *PREDICTORS])
+    epo = epo.astype(dict.fromkeys(PREDICTORS, float))
     pruning_section(scores, kinds, examples, skipped_neurons(prune_dirs), epo, figure, section)
 
 

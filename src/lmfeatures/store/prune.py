@@ -2,9 +2,11 @@
 
 L{l}N{n}.parquet          the report-style table: neuron, example, type (dataset example, MAE,
                           positive, negative, neither), prompt, activation, changed
-L{l}N{n}.predictor.json   {"predictor": N2G-style patterns, "token_baseline": the token lookup}
-evaluation.json           {"model", "neutral_token", "neurons": [per neuron: F1 of both, MAE
-                          statistics, or "skipped" with the reason]}
+L{l}N{n}.predictor.json   {"predictor": N2G patterns, "last_token_lookup": their final tokens,
+                          "token_lookup": every token of the training windows}
+evaluation.json           {"model", "neutral_token", "neurons": [per neuron: precision / recall /
+                          F1 of the three, whether its layer is context-free, the split's sizes,
+                          MAE statistics; or "skipped" with the reason]}
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from lmfeatures.io import read_json, write_json
+from lmfeatures.prune.evaluate import PREDICTORS
 from lmfeatures.prune.n2g import Predictor
 
 TABLE_COLUMNS = ["neuron", "example", "type", "prompt", "activation", "changed"]
@@ -47,8 +50,9 @@ def read_predictors(folder: str | Path, neuron: str) -> dict[str, Predictor] | N
 
 
 def load_evaluations(prune_dirs: list[str]) -> pd.DataFrame:
-    """One row per (model, neuron) with the predictor's and the baseline's F1 (NaN where undefined)
-    and its MAEs' median length, share inside the anchor's line and mean share of the activation kept."""
+    """One row per (model, neuron) with the F1 of the predictor and of both lookups (NaN where
+    undefined), whether its layer is context-free, and its MAEs' median length, share inside the
+    anchor's line and mean share of the activation kept."""
     rows = []
     for folder in prune_dirs:
         for r in read_evaluation(folder)["neurons"]:
@@ -59,14 +63,14 @@ def load_evaluations(prune_dirs: list[str]) -> pd.DataFrame:
                     "model": r["model"],
                     "neuron": r["neuron"],
                     "layer": r["layer"],
-                    "predictor": r["predictor"]["f1"],
-                    "token_baseline": r["token_baseline"]["f1"],
+                    "context_free": r["context_free"],
+                    **{name: r[name]["f1"] for name in PREDICTORS},
                     "mae_tokens": r["mae_tokens_median"],
                     "mae_within_line": r["mae_within_line"],
                     "mae_activation_share": r["mae_activation_share"],
                 }
             )
-    return pd.DataFrame(rows).astype({"predictor": float, "token_baseline": float})
+    return pd.DataFrame(rows).astype(dict.fromkeys(PREDICTORS, float))
 
 
 def skipped_neurons(prune_dirs: list[str]) -> list[str]:
