@@ -16,7 +16,6 @@ from lmfeatures.prune.prune import (
     prune,
     sequence_log_likelihood,
     substitutes,
-    token_importance,
 )
 
 UNIT = Unit("mlp.0", 0)  # the planted conjunction neuron: large when tokens a and b are both in the prefix
@@ -59,10 +58,10 @@ def test_pruning_rejects_an_anchor_outside_the_window_and_a_non_positive_activat
         prune(hm, UNIT, ids[:4], 3, 0, PruneConfig())  # neither a nor b: the neuron is at 0
 
 
-def test_token_importance_equals_masking_one_token_at_a_time(planted):
+def test_the_anchors_importance_equals_masking_one_token_at_a_time(planted):
     hm, a, b, ids = planted
     mae = ids[3:9]  # 43 44 a b 45 46, anchor at 3
-    importance = token_importance(hm, UNIT, mae, anchor=3, neutral=40)
+    importance = importance_matrices(hm, UNIT, mae[None], neutral=40)[0, 3]
     base = activations_at(hm, UNIT, [mae[:4]], [3])[0]
     for j in range(4):
         masked = mae[:4].clone()
@@ -79,6 +78,8 @@ def test_importance_matrices_rows_equal_masking_one_token_at_a_time_for_every_to
     other = torch.tensor([40, 3, 2, 8, 12, 5])
     matrices = importance_matrices(hm, unit, torch.stack([other, ids]), neutral)  # prompts batched together
     torch.testing.assert_close(matrices[0], importance_matrices(hm, unit, other[None], neutral)[0])
+    chunked = importance_matrices(hm, unit, torch.stack([other, ids]), neutral, max_sequences=3)  # a prompt per forward
+    torch.testing.assert_close(chunked, matrices)
     matrix = matrices[1]
     for i in range(len(ids)):
         base = activations_at(hm, unit, [ids[: i + 1]], [i])[0]
@@ -119,7 +120,7 @@ def test_local_search_labels_variants_by_the_share_of_the_mae_activation_they_ke
     window = ids[3:7]  # 43 44 a b, taken whole as the example to vary
     act = float(activations_at(hm, UNIT, [window], [3])[0])
     mae = MAE(window, anchor=3, start=3, activation=act, original=act, within_line=True)
-    importance = token_importance(hm, UNIT, mae.ids, mae.anchor, neutral=40)
+    importance = importance_matrices(hm, UNIT, mae.ids[None], neutral=40)[0, mae.anchor]
     allowed = torch.ones(hm.vocab_size, dtype=torch.bool)
     variants = local_search(hm, UNIT, mae, importance, allowed, cfg)
     assert variants and {v.position for v in variants} == set(range(mae.anchor + 1))

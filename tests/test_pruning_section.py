@@ -10,13 +10,14 @@ from lmfeatures.stats import bootstrap_mean
 
 def _scores():
     # five trained neurons at layer 1 where the patterns gain 0.1-0.3 over their own final tokens
-    # and lose 0.1 to the every-token lookup; one with an undefined lookup F1 (dropped from both)
+    # and lose 0.1 to the every-token lookup; one where no held-out token fires (left out of both)
     rows = [
         {
             "model": "m",
             "neuron": f"L1N{i}",
             "layer": 1,
             "context_free": False,
+            "test_firing": 0 if i == 5 else 10,
             "predictor": p,
             "last_token_lookup": s,
             "token_lookup": t,
@@ -28,7 +29,7 @@ def _scores():
                 (0.7, 0.6, 0.8),
                 (0.4, 0.2, 0.5),
                 (0.6, 0.3, 0.7),
-                (0.9, 0.1, float("nan")),
+                (0.0, 0.0, float("nan")),
             ]
         )
     ]
@@ -38,6 +39,7 @@ def _scores():
             "neuron": f"L0N{i}",
             "layer": 0,
             "context_free": True,
+            "test_firing": 10,
             "predictor": 0.5,
             "last_token_lookup": 0.5,
             "token_lookup": 0.5,
@@ -59,6 +61,17 @@ def test_paired_differences_resample_neurons_with_both_scores():
     assert every["difference"] == pytest.approx(-0.1) and every["high"] < 0
     tie = paired.loc[("layer 0 (context-free)", "last_token_lookup")]
     assert tie["difference"] == 0 and tie["low"] == 0 and tie["high"] == 0
+
+
+def test_the_paired_interval_by_hand():
+    """Two neurons, differences 0 and 1: a resample's mean is 0, 0.5 or 1 (chance 1/4, 1/2, 1/4),
+    so the 95% interval is [0, 1] around 0.5; their marginal F1s alone would say nothing of it."""
+    scores = pd.DataFrame(
+        {"model": "m", "layer": 1, "context_free": False, "test_firing": 5, "kind": "trained", "group": "layers ≥ 1"}
+        | {"predictor": [0.5, 1.0], "last_token_lookup": [0.5, 0.0], "token_lookup": [0.5, 0.0]},
+    )
+    row = paired_differences(scores).iloc[0]
+    assert (row["difference"], row["low"], row["high"]) == (0.5, 0.0, 1.0)
 
 
 def test_verdicts_follow_the_paired_interval():
@@ -84,4 +97,5 @@ def test_the_section_states_the_paired_verdicts_and_names_the_context_free_layer
     )
     assert "fell below the lookup of every token of the training windows" in text
     assert "layer 0 (context-free) (5 neurons).** The patterns did not clearly differ from" in text
+    assert "1 of 11 scored neurons are left out of every comparison: no held-out token fires" in text
     assert "sees only the current token" in text and (tmp_path / "f.png").stat().st_size > 0

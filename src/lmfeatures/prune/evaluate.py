@@ -55,14 +55,15 @@ def n2g_examples(
     """(pattern, activation) for every firing token of the MAE and of each variant, every activation
     rescaled as N2G does to the original context's (original / pruned activation at the anchor) and
     normalised by the dataset max. `importance` [m, m] is the MAE's (importance_matrices); a
-    variant's own is computed only when one of its tokens fires."""
+    variant's own is computed only when one of its tokens fires, and, as in N2G, a token important
+    in the MAE stays important in its variants (they differ in one token, position for position)."""
     prompts = torch.stack([mae.ids] + [v.ids for v in variants])  # [1 + variants, m]
     acts = activations_everywhere(hooked, unit, prompts) * (mae.original / mae.activation / data_max)
     examples = firing_patterns(mae.ids, acts[0], importance, important)
     fired = [j for j in range(1, len(prompts)) if bool((acts[j] >= FIRING).any())]
     if fired:
         for j, matrix in zip(fired, importance_matrices(hooked, unit, prompts[fired], neutral)):
-            examples += firing_patterns(prompts[j], acts[j], matrix, important)
+            examples += firing_patterns(prompts[j], acts[j], torch.maximum(matrix, importance), important)
     return examples
 
 
@@ -106,7 +107,7 @@ def prune_neuron(
     docs = scan.windows.doc
     train_idx, test_idx = split_by_document([int(docs[w]) for _, w, _ in tops])
     if not test_idx:
-        return {"skipped": "every top example comes from one document: none is left to test on"}, None, rows
+        return {"skipped": "every top example comes from one document: no top example is left to test on"}, None, rows
     train, test = [tops[i] for i in train_idx], [tops[i] for i in test_idx]
     examples, maes = [], []
     for k, w, p in train:

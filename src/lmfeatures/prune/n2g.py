@@ -8,13 +8,15 @@ example's anchor) and normalised by the neuron's dataset maximum. It predicts, a
 activation of the longest pattern that ends there, matched right to left from that token (0 where
 none does), and is scored on held-out examples by precision, recall and F1 of firing tokens.
 
-Where this differs from N2G's public code, and why:
-- the patterns are a set rather than a trie: the predictions are the same (the trie's deepest
-  matching path is the longest matching pattern), and matching is one tensor comparison per pattern
-  over all windows; among equally long patterns, and for a pattern seen twice, the largest
-  activation wins (our choice: every stored activation fires, so it cannot change the F1);
-- only firing tokens get patterns (N2G stores every token's activation): a non-firing pattern could
-  only lower a prediction, and N2G's F1 reads only whether a prediction reaches 0.5.
+Where this differs from N2G's public code (read 2026-12; ANCHORS §2), and why:
+- the patterns are a set, matched exhaustively: every token takes the longest pattern that matches
+  it. N2G walks a trie greedily from the predicted token leftwards (an exact-token child before a
+  wildcard, no backtracking), so it can miss a longer match this finds; the set costs one tensor
+  comparison per pattern over all windows and has no order dependence;
+- among equally long patterns, and for a pattern seen twice, the largest activation wins (N2G keeps
+  the first one stored). Every stored activation fires, so neither choice changes the F1;
+- tokens are matched by id: N2G compares case- and whitespace-normalised strings, which merges
+  tokens a tokenizer keeps apart; it also uses strict > thresholds and skips end-of-text tokens.
 
 The two baselines get the same information or more: `last_token_lookup` keeps only the final token
 of each of the predictor's patterns (the same prompts and the same tokens, no context), and

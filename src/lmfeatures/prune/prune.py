@@ -3,9 +3,9 @@
 After Foote's 2022 report ("Investigating neuron behaviour via dataset example pruning and local
 search") and its successor Neuron2Graph (N2G); their defaults are recorded in `PruneConfig`.
 
-    mae = prune(model, unit, ids, anchor, line_start, cfg)             # shortest context that keeps it
-    imp = token_importance(model, unit, mae.ids, mae.anchor, neutral)  # [m] drop when a token is masked
-    variants = local_search(model, unit, mae.ids, mae.anchor, imp, cfg, skip)
+    mae = prune(model, unit, ids, anchor, line_start, cfg)                 # shortest context that keeps it
+    imp = importance_matrices(model, unit, mae.ids[None], neutral)[0]      # [m, m] drop when a token is masked
+    variants = local_search(model, unit, mae, imp[mae.anchor], allowed, cfg)
 
 A unit is a `UnitTarget`-like (hook, index): one MLP neuron (or residual dimension), read at the
 anchor token. In a causal LM the anchor's activation cannot depend on later tokens, so "trimming
@@ -119,25 +119,28 @@ def activations_everywhere(model: HookedModel, unit: Unit, seqs: torch.Tensor) -
     return model.run([unit.hook], input_ids=seqs.to(model.device))[unit.hook][..., unit.index].float().cpu()
 
 
-def importance_matrices(model: HookedModel, unit: Unit, prompts: torch.Tensor, neutral: int) -> torch.Tensor:
+def importance_matrices(
+    model: HookedModel, unit: Unit, prompts: torch.Tensor, neutral: int, max_sequences: int = 512
+) -> torch.Tensor:
     """prompts [p, m] -> [p, m, m]: for each prompt, the importance of token j for the unit at token i,
     1 - act_i(token j replaced by `neutral`) / act_i (N2G's saliency, a row per token so each firing
     token gets its own pattern); 0 where act_i is 0, and (masking them changes nothing) for j > i,
-    which a causal model cannot see, and for tokens that already are `neutral`. One batch of
-    p (m + 1) sequences: each prompt, then each of its tokens masked."""
+    which a causal model cannot see, and for tokens that already are `neutral`. Each prompt, then
+    each of its tokens masked, in forwards of at most `max_sequences` sequences (m + 1 per prompt)."""
     p, m = prompts.shape
     variants = prompts[:, None, :].repeat(1, m + 1, 1)  # [p, m + 1, m]: row 0 as is, row j + 1 with token j masked
     variants[:, 1:].diagonal(dim1=1, dim2=2).fill_(neutral)
-    acts = activations_everywhere(model, unit, variants.reshape(-1, m)).reshape(p, m + 1, m)
+    per_forward = max(1, max_sequences // (m + 1))  # whole prompts per forward
+    acts = torch.cat(
+        [
+            activations_everywhere(model, unit, chunk.reshape(-1, m)).reshape(-1, m + 1, m)
+            for chunk in variants.split(per_forward)
+        ]
+    )
     base = acts[:, 0]  # [p, m]
     masked = acts[:, 1:].transpose(1, 2)  # [p, i, j]: the unit at token i with token j masked
     safe = torch.where(base == 0, torch.ones_like(base), base)
     return torch.where(base[:, :, None] == 0, 0.0, 1 - masked / safe[:, :, None])
-
-
-def token_importance(model: HookedModel, unit: Unit, ids: torch.Tensor, anchor: int, neutral: int) -> torch.Tensor:
-    """[m] importance of each token of ids [m] for the unit at `anchor` (a row of importance_matrices)."""
-    return importance_matrices(model, unit, ids[None], neutral)[0, anchor]
 
 
 def substitutes(

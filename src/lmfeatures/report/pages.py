@@ -249,15 +249,16 @@ def pruning_page_section(frame, evaluation: dict) -> str:
         return "undefined" if scores["f1"] is None else f"{scores['f1']:.2f}"
 
     context = (
-        " Its layer sees only the current token (parallel attention and MLP), so no pattern can beat the lookups."
+        " Its layer sees only the current token (parallel attention and MLP), so the patterns can at best tie "
+        "the lookup of their own final tokens."
         if evaluation["context_free"]
         else ""
     )
     intro = (
         f"<p>The top examples of {evaluation['n_train_documents']} of its documents pruned to their minimal "
         f"activating example (MAE) and varied one token at a time (positive: keeps ≥ the configured share of "
-        f"the MAE's activation; negative: below the lower one). The {evaluation['n_patterns']} patterns they "
-        f"give (one per firing token) predict this neuron's firing tokens in {evaluation['n_test_documents']} "
+        f"the MAE's activation; negative: below the lower one). The {evaluation['n_patterns']} distinct patterns "
+        f"they give (one per firing token) predict this neuron's firing tokens in {evaluation['n_test_documents']} "
         f"other documents with F1 {f1(evaluation['predictor'])}; their final tokens alone: "
         f"{f1(evaluation['last_token_lookup'])}; a lookup of every token of the training windows: "
         f"{f1(evaluation['token_lookup'])}.{context}</p>"

@@ -38,13 +38,18 @@ def layer_group(scores: pd.DataFrame) -> pd.Series:
     )
 
 
+def comparable(scores: pd.DataFrame) -> pd.DataFrame:
+    """The neurons every comparison uses: those where some held-out token fires (there every F1 is
+    defined; elsewhere it would count only false positives, or be undefined)."""
+    return scores[scores["test_firing"] > 0]
+
+
 def paired_differences(scores: pd.DataFrame) -> pd.DataFrame:
-    """Per (kind, group, lookup): over the neurons where all three F1s are defined, the mean F1 of
-    the predictor and of the lookup and their mean paired difference with a 95% bootstrap interval
-    that resamples neurons (each neuron's two scores move together)."""
+    """Per (kind, group, lookup): over the comparable neurons, the mean F1 of the predictor and of the
+    lookup and their mean paired difference with a 95% bootstrap interval that resamples neurons
+    (each neuron's two scores move together)."""
     rows = []
-    complete = scores.dropna(subset=list(METHODS))
-    for (kind, group), frame in complete.groupby(["kind", "group"], sort=True):
+    for (kind, group), frame in comparable(scores).groupby(["kind", "group"], sort=True):
         for lookup in COMPARISONS:
             diff, lo, hi = bootstrap_mean((frame["predictor"] - frame[lookup]).to_numpy())
             rows.append(
@@ -190,6 +195,13 @@ def pruning_section(
         "",
     ]
     lines += _verdicts(paired)
+    left_out = len(scores) - len(comparable(scores))
+    if left_out:
+        lines += [
+            f"{left_out} of {len(scores)} scored neurons are left out of every comparison: no held-out "
+            "token fires for them, so their F1 could only count false positives.",
+            "",
+        ]
     for kind, group in scores.groupby("kind"):
         kept, klo, khi = bootstrap_mean(group["mae_activation_share"].to_numpy())
         lines += [
@@ -201,7 +213,8 @@ def pruning_section(
         ]
     lines += [f"For scale: {N2G_F1}.", ""]
     by_group = (
-        scores.groupby(["model", "group"])[list(METHODS)]
+        comparable(scores)
+        .groupby(["model", "group"])[list(METHODS)]
         .mean()
         .reset_index()
         .rename(columns={m: f"{label} F1" for m, label in METHODS.items()})

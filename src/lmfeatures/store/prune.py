@@ -51,8 +51,8 @@ def read_predictors(folder: str | Path, neuron: str) -> dict[str, Predictor] | N
 
 def load_evaluations(prune_dirs: list[str]) -> pd.DataFrame:
     """One row per (model, neuron) with the F1 of the predictor and of both lookups (NaN where
-    undefined), whether its layer is context-free, and its MAEs' median length, share inside the
-    anchor's line and mean share of the activation kept."""
+    undefined), whether its layer is context-free, how many test tokens fire, and its MAEs' median
+    length, share inside the anchor's line and mean share of the activation kept."""
     rows = []
     for folder in prune_dirs:
         for r in read_evaluation(folder)["neurons"]:
@@ -64,13 +64,16 @@ def load_evaluations(prune_dirs: list[str]) -> pd.DataFrame:
                     "neuron": r["neuron"],
                     "layer": r["layer"],
                     "context_free": r["context_free"],
+                    "test_firing": r["predictor"]["tp"] + r["predictor"]["fn"],
                     **{name: r[name]["f1"] for name in PREDICTORS},
                     "mae_tokens": r["mae_tokens_median"],
                     "mae_within_line": r["mae_within_line"],
                     "mae_activation_share": r["mae_activation_share"],
                 }
             )
-    return pd.DataFrame(rows).astype(dict.fromkeys(PREDICTORS, float))
+    columns = ["model", "neuron", "layer", "context_free", "test_firing", *PREDICTORS]
+    columns += ["mae_tokens", "mae_within_line", "mae_activation_share"]
+    return pd.DataFrame(rows, columns=columns).astype(dict.fromkeys(PREDICTORS, float))
 
 
 def skipped_neurons(prune_dirs: list[str]) -> list[str]:
