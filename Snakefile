@@ -22,4 +22,4 @@ rule all:
     input:
         rules.report.output.html,
         # the report links every model's neuron pages
-        expand(rules.neuron_pages.output.out_dir, model=MODELS),
+        [pages_dir(m) for m in MODELS],

@@ -62,6 +62,10 @@ def scan_dir(name):
     return f"{RESULTS}/scans/{name}"
 
 
+def pages_dir(name):
+    return f"{RESULTS}/neurons/{name}"
+
+
 def partner_of(name):
     """The untrained twin of a trained model (role 'twin') or the trained model of a twin (role 'trained')."""
     entry = MODELS[name]

@@ -13,7 +13,7 @@ rule neuron_pages:
         sae_checks=lambda wc: sae_checks_input(wc.model),
         sae_pages=lambda wc: [sae_dir(wc.model, "pages")] if sae_checks_input(wc.model) else [],
     output:
-        out_dir=directory(f"{RESULTS}/neurons/{{model}}"),
+        out_dir=directory(pages_dir("{model}")),
     log:
         f"{RESULTS}/logs/neurons/{{model}}.log",
     conda:
