@@ -30,7 +30,7 @@ from lmfeatures.scan.neurons import Neuron
 from lmfeatures.store.alignment import load_methods, load_profiles
 from lmfeatures.store.data import load_tokenizer
 from lmfeatures.store.epo import load_runs, read_compare, read_frontier
-from lmfeatures.store.prune import load_evaluations, read_evaluation, read_predictors, read_table, skipped_neurons
+from lmfeatures.store.prune import load_evaluations, read_predictors, read_table, skipped_neurons
 from lmfeatures.store.report import write_csv, write_numbers, write_text
 from lmfeatures.store.sae import read_checks, read_paged, read_proxies
 from lmfeatures.store.sae import read_evaluation as read_sae_evaluation
@@ -112,15 +112,14 @@ def prune_summary(
     for _, row in pd.concat([picks.tail(1), picks.head(1)]).drop_duplicates(["model", "neuron"]).iterrows():
         label = f"{row['model']} {row['neuron']} (held-out F1 {row['predictor']:.2f})"
         examples[label] = read_table(folders[row["model"]], row["neuron"])
+    data_max = scores.set_index(["model", "neuron"])["data_max"]
     recall = []
     for target in epo_targets:
-        folder = folders[target["model"]]
-        predictors = read_predictors(folder, target["neuron"])
+        predictors = read_predictors(folders[target["model"]], target["neuron"])
         if predictors is None:  # skipped by pruning: listed in the section already
             continue
-        data_max = next(r["data_max"] for r in read_evaluation(folder)["neurons"] if r["neuron"] == target["neuron"])
         frontier = [p for run in target["runs"] for p in read_frontier(run)["frontier"]]
-        row = frontier_recall(predictors, frontier, data_max, epo_position)
+        row = frontier_recall(predictors, frontier, data_max[target["model"], target["neuron"]], epo_position)
         recall.append({"model": target["model"], "neuron": target["neuron"], **row})
     epo = pd.DataFrame(recall, columns=["model", "neuron", "prompts", "firing", *PREDICTORS])
     epo = epo.astype(dict.fromkeys(PREDICTORS, float))

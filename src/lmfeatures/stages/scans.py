@@ -86,14 +86,13 @@ def select_neurons(
     spec = NeuronSpec(**pages, seed=seed)
     extra = sorted(set(pruned) | set(epo_neurons))
     partner_pages: list[Neuron] = []
-    if partner is None:
-        paged = resolve_neurons(scan, spec, extra=extra)
-    elif partner["role"] == "twin":  # this is the trained model
-        paged = resolve_neurons(scan, spec, extra=extra)
-        partner_pages = resolve_neurons(load_scan(partner_scan[0]), spec, extra=paged)
-    else:  # this is the twin
+    if partner is not None and partner["role"] == "trained":  # this is the twin
         partner_pages = resolve_neurons(load_scan(partner_scan[0]), spec)
         paged = resolve_neurons(scan, spec, extra=partner_pages + extra)
+    else:
+        paged = resolve_neurons(scan, spec, extra=extra)
+        if partner is not None:  # this is the trained model: its twin pages these too
+            partner_pages = resolve_neurons(load_scan(partner_scan[0]), spec, extra=paged)
     write_selection(
         out_json,
         {

@@ -50,8 +50,8 @@ def read_predictors(folder: str | Path, neuron: str) -> dict[str, Predictor] | N
 
 
 def load_evaluations(prune_dirs: list[str]) -> pd.DataFrame:
-    """One row per (model, neuron) with the F1 of the predictor and of both lookups (NaN where
-    undefined), whether its layer is context-free, how many test tokens fire, and its MAEs' median
+    """One row per (model, neuron) with its dataset max, the F1 of the predictor and of both lookups
+    (NaN where undefined), whether its layer is context-free, how many test tokens fire, and its MAEs' median
     length, share inside the anchor's line and mean share of the activation kept."""
     rows = []
     for folder in prune_dirs:
@@ -63,6 +63,7 @@ def load_evaluations(prune_dirs: list[str]) -> pd.DataFrame:
                     "model": r["model"],
                     "neuron": r["neuron"],
                     "layer": r["layer"],
+                    "data_max": r["data_max"],
                     "context_free": r["context_free"],
                     "test_firing": r["predictor"]["tp"] + r["predictor"]["fn"],
                     **{name: r[name]["f1"] for name in PREDICTORS},
@@ -71,7 +72,7 @@ def load_evaluations(prune_dirs: list[str]) -> pd.DataFrame:
                     "mae_activation_share": r["mae_activation_share"],
                 }
             )
-    columns = ["model", "neuron", "layer", "context_free", "test_firing", *PREDICTORS]
+    columns = ["model", "neuron", "layer", "data_max", "context_free", "test_firing", *PREDICTORS]
     columns += ["mae_tokens", "mae_within_line", "mae_activation_share"]
     return pd.DataFrame(rows, columns=columns).astype(dict.fromkeys(PREDICTORS, float))
 

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from lmfeatures.io import read_json, write_json
 from lmfeatures.lm.hooks import HookedModel
 from lmfeatures.sae.sae import SAEError, SparseAutoencoder, from_sae_lens_files, sae_lens_files
+from lmfeatures.store.neurons import write_pages as write_html_pages
 from lmfeatures.store.scans import Scan, load_scan, write_scan
 
 
@@ -90,8 +91,7 @@ def read_proxies(checks_dir: str | Path) -> dict:
 def write_pages(folder: str | Path, run: str, pages: dict[str, str], chosen: list[int]) -> None:
     """A run's feature pages ({file name: html}) and pages.json."""
     (Path(folder) / run).mkdir(exist_ok=True)
-    for name, text in pages.items():
-        (Path(folder) / run / name).write_text(text, encoding="utf-8")
+    write_html_pages(Path(folder) / run, pages)
     write_json(Path(folder) / "pages.json", {run: chosen})
 
 
