@@ -211,12 +211,18 @@ def test_alignment_inputs_metrics_and_report_section(run):
     methods = json.loads((results / "alignment" / "micro-b" / "methods.json").read_text())
     layer = methods["hooks"]["resid.1"]
     assert {"exhaustive", "greedy", "gradient", "isolated", "relaxed"} <= layer.keys()
-    assert [g[0] for g in layer["greedy"]] == layer["exhaustive"]  # the first greedy step is the exhaustive winner
+    assert [g[0] for g in layer["greedy"]] == layer["exhaustive"]  # greedy's own first step finds the same winner
+    assert methods["random_features"] == methods["features"][2:] and "other_basis_cosine" in layer["gradient"]
     metrics = json.loads((results / "report" / "alignment" / "metrics.json").read_text())
     assert metrics["twins"]["micro-a"]["twin"] == "micro-a-untrained"
+    assert set(metrics["twins"]["micro-a"]["argmax"]["nulls"]) == {"permuted"}
     assert [(p["a"], p["b"]) for p in metrics["sizes"]] == [("micro-a", "micro-b")]
+    decoding = metrics["models"]["micro-b"]["methods"]
+    assert "gradient_basis_cosine" in decoding["all"] and "random" in decoding
+    assert (results / "report" / "alignment" / "claims.png").is_file()
     html = " ".join((results / "report" / "index.html").read_text().split())
     assert "Are features aligned across layers?" in html and "Across layers" in html and "Verdicts" in html
+    assert "argmax agreement" in html and "permuted null" in html
 
 
 def test_sae_runs_checks_pages_and_report_section(run):

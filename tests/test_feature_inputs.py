@@ -6,6 +6,7 @@ from micro import micro_model
 
 from lmfeatures.alignment.feature_inputs import (
     FeatureInputConfig,
+    basis_cosines,
     embedding_ascent,
     greedy_search,
     greedy_step,
@@ -102,8 +103,11 @@ def test_embedding_ascent_raises_every_feature_of_every_hook_in_one_batch(hm):
     w_e = hm.embedding_matrix().detach()
     assert torch.equal(found.pinv_tokens, pinv_decode(found.embeddings, w_e))
     assert torch.equal(found.nearest_tokens, nearest_token(found.embeddings, w_e))
-    expected = found.embeddings[0, 1, :, 5] / found.embeddings[0, 1].norm(dim=-1)
-    torch.testing.assert_close(found.basis_cosine[0, 1], expected)
+    own, others = basis_cosines(found.embeddings, features)
+    expected = found.embeddings[0, 1, :, 5].abs() / found.embeddings[0, 1].norm(dim=-1)
+    torch.testing.assert_close(own[0, 1], expected)
+    unit = found.embeddings[1, 2].abs() / found.embeddings[1, 2].norm(dim=-1, keepdim=True)  # feature 9, resid.2
+    torch.testing.assert_close(others[1, 2], unit[:, [j for j in range(hm.d_model) if j != 9]].mean(1))
     isolated = embedding_ascent(hm, hooks, features, cfg, isolated=True)
     assert torch.allclose(isolated.embeddings[0], found.embeddings[0], atol=1e-5)  # block 0 has nothing before it
     assert not torch.allclose(isolated.embeddings[1], found.embeddings[1])
@@ -119,3 +123,26 @@ def test_relaxed_onehot_returns_tokens_and_their_activation(hm):
     with torch.no_grad():
         acts = hm.run(["mlp.2"], input_ids=tokens[1])["mlp.2"][:, -1]
     torch.testing.assert_close(value[1], acts.gather(1, features[:, None]).squeeze(1))
+
+
+def test_basis_cosines_by_hand():
+    # e = (3, 4, 0), |e| = 5: |cos(e, e_0)| = 0.6, the other basis vectors (0.8 + 0) / 2 = 0.4
+    own, others = basis_cosines(torch.tensor([[[3.0, 4.0, 0.0]]]), torch.tensor([0]))
+    assert own.item() == pytest.approx(0.6) and others.item() == pytest.approx(0.4)
+
+
+def test_mlp_neurons_beyond_the_embedding_width_ascend_and_have_no_basis_cosine(hm):
+    """The landed ascent gathered neuron 20 from a 16-wide embedding: an IndexError."""
+    features = torch.tensor([3, hm.d_model + 4])
+    found = embedding_ascent(hm, ["mlp.1"], features, FeatureInputConfig(gradient_tokens=2, gradient_steps=3))
+    assert found.activation.shape == (1, 2) and found.pinv_tokens.shape == (1, 2, 2)
+    with pytest.raises(ValueError, match="not mlp.L neurons"):
+        basis_cosines(found.embeddings, features)
+
+
+def test_greedy_first_step_searches_the_vocabulary_itself(hm):
+    """From an empty prefix greedy reads every one-token input: equal to the exhaustive profiles,
+    computed apart from them (the landed stage handed greedy the exhaustive winner)."""
+    features = torch.tensor([2, 7, 15])
+    first = greedy_step(hm, "resid.1", features, torch.empty(3, 0, dtype=torch.long), batch_size=24)
+    torch.testing.assert_close(first, vocab_profiles(hm, ["resid.1"])["resid.1"][:, features].T)

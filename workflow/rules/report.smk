@@ -97,6 +97,7 @@ rule alignment_summary:
     output:
         **alignment_sizes_figure(),
         metrics=f"{RESULTS}/report/alignment/metrics.json",
+        claims=f"{RESULTS}/report/alignment/claims.png",
         heatmaps=f"{RESULTS}/report/alignment/heatmaps.png",
         distance=f"{RESULTS}/report/alignment/distance.png",
         section=f"{RESULTS}/report/alignment/summary.md",

@@ -8,6 +8,7 @@ the last position.
     profiles = vocab_profiles(model, hooks)                         # {hook: [V, width]}: every token alone
     tokens = greedy_search(model, "resid.3", features, cfg)          # [F, N] left to right, KV-cached
     found = embedding_ascent(model, hooks, features, cfg)          # EmbeddingAscent: e_g [H, F, n, d], decodings
+    own, others = basis_cosines(found.embeddings, features)        # [H, F, n] |cos(e_g, e_f)|, other e_j
     tokens, acts = relaxed_onehot_ascent(model, hooks, features, cfg)  # [H, F, n] argmax of softmax(z / T)
 
 The exhaustive search is one batched forward over the vocabulary with every hook captured at
@@ -81,8 +82,17 @@ def greedy_step(
     model: HookedModel, hook: str, features: torch.Tensor, prefixes: torch.Tensor, batch_size: int = 2048
 ) -> torch.Tensor:
     """[F, V]: feature features[f] at the last position of prefixes[f] + token v, for every v.
-    prefixes [F, t] (t >= 1) run once; their key/value caches are copied to each chunk of candidates."""
+    prefixes [F, t] run once and their key/value caches copied to each chunk of candidates; with
+    t = 0 every feature reads the same V one-token inputs, run once."""
     n_features, vocab = len(features), model.vocab_size
+    index = features.to(model.device)
+    if not prefixes.shape[1]:
+        values = torch.empty(n_features, vocab, device=model.device)
+        for start in range(0, vocab, batch_size):
+            tokens = torch.arange(start, min(start + batch_size, vocab), device=model.device)
+            acts = model.run([hook], input_ids=tokens[:, None])[hook][:, -1]  # [b, width]
+            values[:, tokens] = acts[:, index].T.float()
+        return values.cpu()
     cache = DynamicCache()
     model.run([hook], input_ids=prefixes, past_key_values=cache)  # fills the cache up to the hook's layer
     rows = torch.arange(n_features * vocab, device=model.device)  # row r: feature r // V, candidate r % V
@@ -92,21 +102,16 @@ def greedy_step(
         past = copy.deepcopy(cache)
         past.batch_select_indices(r // vocab)
         acts = model.run([hook], input_ids=(r % vocab)[:, None], past_key_values=past)[hook][:, -1]  # [b, width]
-        values[r] = acts.gather(1, features.to(model.device)[r // vocab, None]).squeeze(1).float()
+        values[r] = acts.gather(1, index[r // vocab, None]).squeeze(1).float()
     return values.view(n_features, vocab).cpu()
 
 
 @torch.no_grad()
-def greedy_search(
-    model: HookedModel, hook: str, features: torch.Tensor, cfg: FeatureInputConfig, first: torch.Tensor | None = None
-) -> torch.Tensor:
+def greedy_search(model: HookedModel, hook: str, features: torch.Tensor, cfg: FeatureInputConfig) -> torch.Tensor:
     """[F, cfg.greedy_tokens] token ids: left to right, each step appends the token maximising the
-    last position's feature given the tokens so far (the essay's greedy search). `first` [F]: the
-    first step's winners when known (the exhaustive profile's argmax), saving a pass over V."""
-    if first is None:
-        first = vocab_profiles(model, [hook], cfg.batch_size)[hook][:, features].argmax(0)
-    tokens = first.to(model.device)[:, None]
-    for _ in range(cfg.greedy_tokens - 1):
+    last position's feature given the tokens so far (the essay's greedy search), from an empty prefix."""
+    tokens = torch.empty(len(features), 0, dtype=torch.long, device=model.device)
+    for _ in range(cfg.greedy_tokens):
         best = greedy_step(model, hook, features, tokens, cfg.batch_size).argmax(1)
         tokens = torch.cat([tokens, best.to(model.device)[:, None]], dim=1)
     return tokens.cpu()
@@ -131,7 +136,22 @@ class EmbeddingAscent:
     activation: torch.Tensor  # [H, F] the feature at the end (summed or last, as configured)
     pinv_tokens: torch.Tensor  # [H, F, n] the essay's pseudo-inverse decoding
     nearest_tokens: torch.Tensor  # [H, F, n] the nearest token embedding by cosine
-    basis_cosine: torch.Tensor  # [H, F, n] cos(e_g, basis vector e_f) = e_g[f] / ||e_g||
+
+
+def basis_cosines(embeddings: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """embeddings [..., F, n, d], features [F] -> ([..., F, n] |cos(e_g, basis vector e_f)| =
+    |e_g[f]| / ||e_g||, [..., F, n] the mean of |cos(e_g, e_j)| over the other basis vectors j != f):
+    whether the ascent for feature f pulls its input towards e_f rather than towards any basis vector,
+    from the same start. Defined for features of the embedding's own basis (resid.L, width d)."""
+    d = embeddings.shape[-1]
+    if int(features.max()) >= d:
+        raise ValueError(
+            f"feature {int(features.max())} has no basis vector in the {d}-dimensional embedding space: "
+            "basis cosines are defined for resid.L features, not mlp.L neurons"
+        )
+    magnitude = embeddings.abs() / embeddings.norm(dim=-1, keepdim=True)  # [..., F, n, d]
+    own = magnitude.gather(-1, features[:, None, None].expand(*magnitude.shape[:-1], 1)).squeeze(-1)
+    return own, (magnitude.sum(-1) - own) / (d - 1)
 
 
 def _hook_features(
@@ -176,15 +196,12 @@ def embedding_ascent(
     with torch.no_grad():
         value = _hook_features(model, hooks, index, embeds, cfg.position, isolated)
         e_g = embeds.detach().float()
-        rows = index.repeat(len(hooks))
-        basis = e_g.gather(2, rows[:, None, None].expand(-1, e_g.shape[1], 1)).squeeze(2) / e_g.norm(dim=-1)
         shape = (len(hooks), len(features))
         return EmbeddingAscent(
             e_g.view(*shape, *e_g.shape[1:]).cpu(),
             value.float().view(shape).cpu(),
             pinv_decode(e_g, w_e).view(*shape, -1).cpu(),
             nearest_token(e_g, w_e).view(*shape, -1).cpu(),
-            basis.view(*shape, -1).cpu(),
         )
 
 

@@ -1,56 +1,82 @@
-"""Every number of the alignment section, from each model's profiles and method inputs: across-layer
-alignment with permuted-index and random-rotation nulls, identity-path controls, trained vs. untrained
-twins, sizes, and the methods' agreement, each with its 95% bootstrap interval. No file I/O.
+"""Every number of the alignment section, from each model's profiles and method inputs: argmax
+agreement, top-k Jaccard and Spearman across layers, across sizes and between trained / untrained
+twins, each against its permuted-index null (Spearman also against a random rotation), the
+identity-path controls, and the methods' decodings against theirs. No file I/O.
 
-    numbers, pooled = compute_metrics(profiles, methods, kinds, twins, sizes, kind, top_k, seed)
+    metrics = compute_metrics(profiles, methods, kinds, twins, sizes, kind, top_k, seed)
+
+The resampling unit is the feature: a statistic measured at several layers (or layer pairs, or
+decoded positions) for one feature is one cluster of `cluster_bootstrap_mean`, and every interval
+is per model (or per model pair). Claims across models are the report's, stated per model.
+
+A comparison is a record {"value": summary, "nulls": {name: {"value": summary, "difference":
+summary}}}, summary = [mean, lo, hi] with its 95% interval; the difference is the paired per-feature
+value minus null, so the interval of the comparison itself, not of two overlapping intervals.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from lmfeatures.alignment.alignment import (
+    STATISTICS,
     best_match,
     block_writes,
     by_distance,
-    derangement,
+    compare,
     layer_pair_alignment,
+    layer_pairs,
     paired_spearman,
-    pairs_mean,
     random_rotation,
+    ranked,
     sequence_agreement,
-    topk_jaccard,
 )
-from lmfeatures.stats import bootstrap_mean
+from lmfeatures.stats import cluster_bootstrap_mean
 
 
 def _summary(values: torch.Tensor, seed: int) -> list[float]:
-    """[mean, lo, hi]: the mean over features with its 95% bootstrap interval."""
-    return list(bootstrap_mean(values.flatten(), seed))
+    """[mean, lo, hi] of values [F, ...] with its 95% interval, resampled by feature (dim 0)."""
+    return list(cluster_bootstrap_mean(values, seed))
+
+
+def versus(values: torch.Tensor, nulls: dict[str, torch.Tensor], seed: int) -> dict:
+    """A comparison record of values [F, ...] against nulls of the same shape, feature by feature."""
+    return {
+        "value": _summary(values, seed),
+        "nulls": {
+            name: {"value": _summary(null, seed), "difference": _summary(values - null, seed)}
+            for name, null in nulls.items()
+        },
+    }
 
 
 def _layer_metrics(layers: list[torch.Tensor], top_k: int, seed: int) -> tuple[dict, dict, dict]:
-    """Across-layer alignment of one model's profiles [V, F] per layer: (summaries over layer pairs
-    {same, permuted, rotated, jaccard, jaccard_permuted}, heatmap [L, L] of the mean over features,
-    {distance: summaries}), with per-feature values kept for pooling."""
-    pairs = layer_pair_alignment(layers, seed)
-    n = len(layers)
-    perm = derangement(layers[0].shape[1], seed)
-    jaccard = torch.full((n, n, layers[0].shape[1]), float("nan"))
-    jaccard_null = torch.full_like(jaccard, float("nan"))
-    for a in range(n):
-        for b in range(a + 1, n):
-            jaccard[a, b] = topk_jaccard(layers[a], layers[b], top_k)
-            jaccard_null[a, b] = topk_jaccard(layers[a], layers[b][:, perm], top_k)
-    per_feature = {name: pairs_mean(v) for name, v in pairs.items()}
-    per_feature["jaccard"], per_feature["jaccard_permuted"] = pairs_mean(jaccard), pairs_mean(jaccard_null)
+    """Across-layer alignment of one model's profiles [V, F] per layer: ({statistic: record over the
+    layer pairs}, {statistic: heatmap [L, L] of the mean over features}, {Spearman and its nulls:
+    {layer distance: summary}})."""
+    grid = layer_pair_alignment(layers, top_k, seed)
+    records = {}
+    for name in STATISTICS:
+        nulls = {"permuted": layer_pairs(grid[f"{name}_permuted"])}
+        if name == "spearman":
+            nulls["rotated"] = layer_pairs(grid["spearman_rotated"])
+        records[name] = versus(layer_pairs(grid[name]), nulls, seed)
+    heatmaps = {name: grid[name].nanmean(2).tolist() for name in STATISTICS}
     distance = {
-        name: {d: _summary(v, seed) for d, v in by_distance(pairs[name]).items()}
-        for name in ("same", "permuted", "rotated")
+        name: {d: _summary(v, seed) for d, v in by_distance(grid[name]).items()}
+        for name in ("spearman", "spearman_permuted", "spearman_rotated")
     }
-    return per_feature, pairs["same"].nanmean(2).tolist(), distance
+    return records, heatmaps, distance
+
+
+def _same_index(a: torch.Tensor, b: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
+    """compare() of two profile sets [V, F] of equal width."""
+    return compare(ranked(a, top_k), ranked(b, top_k), a.shape[0])
+
+
+def _records(per_feature: dict[str, torch.Tensor], seed: int) -> dict:
+    """{statistic: record against its permuted null} from compare()'s values, [F, ...] each."""
+    return {name: versus(per_feature[name], {"permuted": per_feature[f"{name}_permuted"]}, seed) for name in STATISTICS}
 
 
 def compute_metrics(
@@ -62,15 +88,9 @@ def compute_metrics(
     kind: str,
     top_k: int,
     seed: int,
-) -> tuple[dict, dict]:
-    """Every number of the alignment section: (metrics for metrics.json, per-feature values
-    {key: [F]} that the verdicts pool across models). Profiles: {model: {hook: [V, F]}}."""
+) -> dict:
+    """Every number of the alignment section (metrics.json). Profiles: {model: {hook: [V, F]}}."""
     metrics: dict = {"models": {}, "twins": {}, "sizes": []}
-    pooled: dict[str, list[torch.Tensor]] = {}
-
-    def pool(key: str, values: torch.Tensor) -> None:
-        pooled.setdefault(key, []).append(values.flatten())
-
     for name, hooks in profiles.items():
         layers = [hooks[f"{kind}.{i}"] for i in range(len(hooks) - 1)]
         variants = {"raw": layers}
@@ -83,47 +103,35 @@ def compute_metrics(
         for variant, profiles_of in variants.items():
             if len(layers) < 2:
                 break
-            per_feature, heatmap, distance = _layer_metrics(profiles_of, top_k, seed)
-            entry["heatmap"][variant], entry["distance"][variant] = heatmap, distance
-            entry["across_layers"][variant] = {k: _summary(v, seed) for k, v in per_feature.items()}
-            for k, v in per_feature.items():
-                pool(f"{kinds[name]}.layers.{variant}.{k}", v)
+            records, heatmaps, distance = _layer_metrics(profiles_of, top_k, seed)
+            entry["across_layers"][variant], entry["heatmap"][variant] = records, heatmaps
+            entry["distance"][variant] = distance
         if kind == "resid":
-            identity = torch.stack([paired_spearman(p, hooks["embed"]) for p in layers])  # [L, F]
-            entry["identity"] = {"per_layer": [_summary(v, seed) for v in identity], "all": _summary(identity, seed)}
-            pool(f"{kinds[name]}.identity", identity.nanmean(0))
+            identity = torch.stack([paired_spearman(p, hooks["embed"]) for p in layers]).T  # [F, L]
+            entry["identity"] = {"per_layer": [_summary(v, seed) for v in identity.T], "all": _summary(identity, seed)}
             if len(layers) > 1:  # how much of what later layers add to the embedding is block 0's write
                 first = variants["writes"][0]
-                inherited = torch.stack([paired_spearman(p, first) for p in variants["minus_embed"][1:]])
+                inherited = torch.stack([paired_spearman(p, first) for p in variants["minus_embed"][1:]]).T
                 entry["first_write"] = _summary(inherited, seed)
-                pool(f"{kinds[name]}.first_write", inherited.nanmean(0))
-        d_model = hooks["embed"].shape[1]
-        entry["methods"] = _method_metrics(methods[name], entry["vocab"], d_model, seed, pool, kinds[name])
+        entry["methods"] = method_metrics(methods[name], seed)
         metrics["models"][name] = entry
 
     for trained, twin in twins.items():
-        record: dict = {"twin": twin, "per_layer": {}}
         a, b = profiles[trained], profiles[twin]
-        n_layers = len(a) - 1
-        perm = derangement(a[f"{kind}.0"].shape[1], seed)
-        same = torch.stack([paired_spearman(a[f"{kind}.{i}"], b[f"{kind}.{i}"]) for i in range(n_layers)])
-        null = torch.stack([paired_spearman(a[f"{kind}.{i}"], b[f"{kind}.{i}"][:, perm]) for i in range(n_layers)])
-        record["per_layer"]["same"] = [_summary(v, seed) for v in same]
-        record["per_layer"]["permuted"] = [_summary(v, seed) for v in null]
-        record["same"], record["permuted"] = _summary(same, seed), _summary(null, seed)
-        pool("twins.same", same.nanmean(0))
-        pool("twins.permuted", null.nanmean(0))
-        metrics["twins"][trained] = record
+        per_layer = [_same_index(a[f"{kind}.{i}"], b[f"{kind}.{i}"], top_k) for i in range(len(a) - 1)]
+        stacked = {k: torch.stack([layer[k] for layer in per_layer], 1) for k in per_layer[0]}  # [F, L]
+        metrics["twins"][trained] = {"twin": twin, **_records(stacked, seed)}
 
     for i, a in enumerate(sizes):
         for b in sizes[i + 1 :]:
-            metrics["sizes"].append(_size_pair(a, b, profiles[a], profiles[b], kind, seed, pool))
-    return metrics, {k: torch.cat(v) for k, v in pooled.items()}
+            metrics["sizes"].append(_size_pair(a, b, profiles[a], profiles[b], kind, top_k, seed))
+    return metrics
 
 
-def _size_pair(a: str, b: str, pa: dict, pb: dict, kind: str, seed: int, pool) -> dict:
+def _size_pair(a: str, b: str, pa: dict, pb: dict, kind: str, top_k: int, seed: int) -> dict:
     """Feature i of model a against feature i of model b on their shared dimensions, and each
-    feature of a against its best match in b, at the embedding, the first and the last block."""
+    feature of a against its best match in b (null: b's basis randomly rotated), at the embedding,
+    the first and the last block."""
     depths = {"first block": (f"{kind}.0", f"{kind}.0")}
     depths["last block"] = (f"{kind}.{len(pa) - 2}", f"{kind}.{len(pb) - 2}")
     if kind == "resid":
@@ -132,63 +140,82 @@ def _size_pair(a: str, b: str, pa: dict, pb: dict, kind: str, seed: int, pool) -
     for depth, (ha, hb) in depths.items():
         x, y = pa[ha], pb[hb]
         shared = min(x.shape[1], y.shape[1])
-        same = paired_spearman(x[:, :shared], y[:, :shared])
-        null = paired_spearman(x[:, :shared], y[:, :shared][:, derangement(shared, seed)])
         best = best_match(x, y)
         best_null = best_match(x, y @ random_rotation(y.shape[1], seed))
         record["shared"] = shared
         record["depths"][depth] = {
-            "same": _summary(same, seed),
-            "permuted": _summary(null, seed),
-            "best": _summary(best, seed),
-            "best_rotated": _summary(best_null, seed),
+            **_records(_same_index(x[:, :shared], y[:, :shared], top_k), seed),
+            "best_match": versus(best, {"rotated": best_null}, seed),
         }
-        for key, values in (("same", same), ("permuted", null), ("best", best), ("best_rotated", best_null)):
-            pool(f"sizes.{depth}.{key}", values)
     return record
 
 
-def _method_metrics(found: dict, vocab: int, d_model: int, seed: int, pool, kind_of_model: str) -> dict:
-    """Agreement of the methods with the exhaustive winner and with each other, and the essay's
-    decoding artefact (decoded id == feature index), per model; with the chance levels of id ==
-    index (1 / V) and of |cos| between a random direction and a basis vector (sqrt(2 / (pi d)))."""
-    features = torch.tensor(found["features"])
+def token_hits(tokens: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """tokens [L, F, n], targets [L, F, m] -> ([F, L * n] 1.0 where a token of feature i is one of
+    feature i's targets at the same layer, [F, L * n] the share of features j != i whose targets hold
+    it): the hit rate and its permuted-feature null."""
+    hits = (tokens[:, :, :, None, None] == targets[:, None, None, :, :]).any(-1).double()  # [L, F, n, F]
+    own = hits.diagonal(dim1=1, dim2=3).permute(0, 2, 1)  # [L, F, n]
+    others = (hits.sum(-1) - own) / (tokens.shape[1] - 1)
+    return own.permute(1, 0, 2).flatten(1), others.permute(1, 0, 2).flatten(1)
+
+
+def method_metrics(found: dict, seed: int) -> dict:
+    """The methods' decodings for the method features, each against its permuted-feature null:
+    decoded id == feature index (the essay's tables), |cos(e_g, e_i)| against the other basis vectors
+    from the same optimised embedding (resid hooks), agreement with the exhaustive winner and with
+    greedy's tokens, the same sequence across layers; and greedy's own first step against the
+    exhaustive winner, a check that the two searches read the same one-token input. Records over all
+    method features ("all") and over the seeded random ones ("random"), whose indices are not chosen
+    (the essay's 0-4 are special and byte tokens in many tokenizers)."""
     hooks = list(found["hooks"].values())
-    out: dict = {"chance_index": 1 / vocab, "chance_cosine": math.sqrt(2 / (math.pi * d_model))}
-    if not hooks:
+    features = torch.tensor(found["features"])
+    n_layers, n_features = len(hooks), len(features)
+    out: dict = {"features": found["features"], "random_features": found["random_features"]}
+    if n_features < 2:  # a permuted-feature null needs another feature
         return out
-    exhaustive = torch.tensor([h["exhaustive"] for h in hooks])  # [L, F]
+    exhaustive = torch.tensor([h["exhaustive"] for h in hooks])[:, :, None]  # [L, F, 1]
+    index = features.expand(n_layers, -1)[:, :, None]
+    # key: (values [F, ...], {null: [F, ...]})
+    measured: dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
 
-    def share(values: torch.Tensor, key: str) -> None:
-        out[key] = _summary(values.float(), seed)
-        pool(f"{kind_of_model}.methods.{key}", values.float())
+    def hits(key: str, tokens: torch.Tensor, targets: torch.Tensor) -> None:
+        value, null = token_hits(tokens, targets)
+        measured[key] = value, {"permuted": null}
 
-    pairs = [(a, b) for a in range(len(hooks)) for b in range(a + 1, len(hooks))]
     greedy = None
     if "greedy" in hooks[0]:
         greedy = torch.tensor([h["greedy"] for h in hooks])  # [L, F, N]
-        share((greedy[:, :, 0] == exhaustive).float().mean(0), "greedy_first_is_exhaustive")
-        if pairs:
-            same = torch.stack([sequence_agreement(greedy[a], greedy[b]) for a, b in pairs]).float().mean(0)
-            share(same, "greedy_same_across_layers")
+        measured["greedy_first_is_exhaustive"] = (greedy[:, :, :1] == exhaustive).double()[:, :, 0].T, {}
+        if n_layers > 1:
+            same, others = sequence_agreement(greedy)
+            measured["greedy_same_across_layers"] = same, {"permuted": others}
     for method in ("gradient", "isolated"):
         if method not in hooks[0]:
             continue
-        pinv = torch.tensor([h[method]["pinv"] for h in hooks])  # [L, F, n]
-        nearest = torch.tensor([h[method]["nearest"] for h in hooks])
-        if pairs:
-            same = torch.stack([sequence_agreement(pinv[a], pinv[b]) for a, b in pairs]).float().mean(0)
-            share(same, f"{method}_pinv_same_across_layers")
-        if greedy is not None:  # a decoded token that greedy search also chose, anywhere in its sequence
-            in_greedy = (pinv[..., :, None] == greedy[..., None, :]).any(-1)  # [L, F, n]
-            share(in_greedy.float().mean((0, 2)), f"{method}_pinv_in_greedy")
-        share((pinv == features[None, :, None]).float().mean((0, 2)), f"{method}_pinv_is_index")
-        share((nearest == features[None, :, None]).float().mean((0, 2)), f"{method}_nearest_is_index")
-        share((pinv == exhaustive[:, :, None]).float().mean((0, 2)), f"{method}_pinv_is_exhaustive")
-        share((nearest == exhaustive[:, :, None]).float().mean((0, 2)), f"{method}_nearest_is_exhaustive")
-        cosine = torch.tensor([h[method]["basis_cosine"] for h in hooks]).abs().mean((0, 2))
-        share(cosine, f"{method}_basis_cosine")
+        decoded = {d: torch.tensor([h[method][d] for h in hooks]) for d in ("pinv", "nearest")}  # [L, F, n]
+        if n_layers > 1:
+            same, others = sequence_agreement(decoded["pinv"])
+            measured[f"{method}_pinv_same_across_layers"] = same, {"permuted": others}
+        if greedy is not None:
+            hits(f"{method}_pinv_in_greedy", decoded["pinv"], greedy)
+        for decoding, tokens in decoded.items():
+            hits(f"{method}_{decoding}_is_index", tokens, index)
+            hits(f"{method}_{decoding}_is_exhaustive", tokens, exhaustive)
+        if "basis_cosine" in hooks[0][method]:
+            own, others = (
+                torch.tensor([h[method][key] for h in hooks]).transpose(0, 1).flatten(1)  # [F, L * n]
+                for key in ("basis_cosine", "other_basis_cosine")
+            )
+            measured[f"{method}_basis_cosine"] = own, {"other basis vectors": others}
     if "relaxed" in hooks[0]:
-        relaxed = torch.tensor([h["relaxed"]["tokens"] for h in hooks])
-        share((relaxed == exhaustive[:, :, None]).float().mean((0, 2)), "relaxed_is_exhaustive")
+        hits("relaxed_is_exhaustive", torch.tensor([h["relaxed"]["tokens"] for h in hooks]), exhaustive)
+    subsets = {"all": torch.ones(n_features, dtype=torch.bool)}
+    subsets["random"] = torch.tensor([f in found["random_features"] for f in found["features"]])
+    for subset, rows in subsets.items():
+        if rows.any():
+            out[subset] = {
+                key: versus(values[rows], {k: v[rows] for k, v in nulls.items()}, seed)
+                for key, (values, nulls) in measured.items()
+            }
     return out

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from lmfeatures.alignment.feature_inputs import (
     FeatureInputConfig,
+    basis_cosines,
     embedding_ascent,
     greedy_search,
     relaxed_onehot_ascent,
@@ -28,12 +29,13 @@ def feature_input_config(params: dict, seed: int) -> FeatureInputConfig:
     return FeatureInputConfig(**{k: v for k, v in params.items() if k in fields}, seed=seed)
 
 
-def method_features(width: int, params: dict, seed: int) -> torch.Tensor:
-    """The configured indices (the essay's 0-4), then `random_features` seeded others below `width`."""
+def method_features(width: int, params: dict, seed: int) -> tuple[torch.Tensor, list[int]]:
+    """(the configured indices (the essay's 0-4) then `random_features` seeded others below `width`,
+    the random ones)."""
     fixed = list(dict.fromkeys(params["features"]))
     shuffled = torch.randperm(width, generator=torch.Generator().manual_seed(seed)).tolist()
-    others = [i for i in shuffled if i not in fixed]
-    return torch.tensor(fixed + others[: params["random_features"]])
+    others = [i for i in shuffled if i not in fixed][: params["random_features"]]
+    return torch.tensor(fixed + others), others
 
 
 def alignment_inputs(
@@ -50,25 +52,27 @@ def alignment_inputs(
     started = time.perf_counter()
     profiles = vocab_profiles(hooked, ["embed", *hooks], cfg.batch_size)
     timings = {"exhaustive": time.perf_counter() - started}
-    features = method_features(profiles[hooks[0]].shape[1], alignment_params, seed)
+    features, random_features = method_features(profiles[hooks[0]].shape[1], alignment_params, seed)
     found = {h: {"exhaustive": profiles[h][:, features].argmax(0).tolist()} for h in hooks}
     runs = [m for m in methods if not (m == "isolated" and kind != "resid")]
     # greedy runs per hook (each its own prefixes); the gradient methods batch every hook at once
     steps = [("greedy", h) for h in hooks if "greedy" in runs] + [(m, None) for m in runs if m != "greedy"]
     for method, hook in tqdm(steps, desc=f"alignment {model}", unit="search"):
         started = time.perf_counter()
-        if method == "greedy":
-            first = profiles[hook][:, features].argmax(0)
-            found[hook]["greedy"] = greedy_search(hooked, hook, features, cfg, first=first).tolist()
+        if method == "greedy":  # from an empty prefix: its first step is a search of its own, not the exhaustive one
+            found[hook]["greedy"] = greedy_search(hooked, hook, features, cfg).tolist()
         elif method in ("gradient", "isolated"):
             ascent = embedding_ascent(hooked, hooks, features, cfg, isolated=method == "isolated")
             for k, h in enumerate(hooks):
                 found[h][method] = {
                     "pinv": ascent.pinv_tokens[k].tolist(),
                     "nearest": ascent.nearest_tokens[k].tolist(),
-                    "basis_cosine": ascent.basis_cosine[k].tolist(),
                     "activation": ascent.activation[k].tolist(),
                 }
+            if kind == "resid":  # an mlp.L neuron has no basis vector in the embedding space
+                own, others = basis_cosines(ascent.embeddings, features)
+                for k, h in enumerate(hooks):
+                    found[h][method] |= {"basis_cosine": own[k].tolist(), "other_basis_cosine": others[k].tolist()}
         else:
             tokens, value = relaxed_onehot_ascent(hooked, hooks, features, cfg)
             for k, h in enumerate(hooks):
@@ -78,6 +82,13 @@ def alignment_inputs(
         write_inputs(
             tmp,
             profiles,
-            {"model": model, "kind": kind, "features": features.tolist(), "hooks": found, "seconds": timings},
+            {
+                "model": model,
+                "kind": kind,
+                "features": features.tolist(),
+                "random_features": random_features,
+                "hooks": found,
+                "seconds": timings,
+            },
         )
         write_provenance(tmp, config, seed, model=model)

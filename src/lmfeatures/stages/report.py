@@ -137,6 +137,7 @@ def alignment_summary(
     alignment_params: dict,
     seed: int,
     metrics: str,
+    claims: str,
     heatmaps: str,
     distance: str,
     section: str,
@@ -149,11 +150,11 @@ def alignment_summary(
     profiles = {n: load_profiles(d) for n, d in zip(names, input_dirs)}
     found = {n: load_methods(d) for n, d in zip(names, input_dirs)}
     kind, top_k = alignment_params["kind"], alignment_params["top_k"]
-    numbers, pooled = compute_metrics(profiles, found, kinds, twins, sizes, kind, top_k, seed)
+    numbers = compute_metrics(profiles, found, kinds, twins, sizes, kind, top_k, seed)
     write_numbers(metrics, numbers)
     tokenizers = {n: load_tokenizer(d) for n, d in zip(names, model_dirs)}
-    figures = {"heatmaps": heatmaps, "distance": distance, "sizes": sizes_figure}
-    alignment_section(numbers, pooled, found, tokenizers, twins, kind, seed, figures, section)
+    figures = {"claims": claims, "heatmaps": heatmaps, "distance": distance, "sizes": sizes_figure}
+    alignment_section(numbers, found, tokenizers, twins, kind, figures, section)
 
 
 def sae_summary(

@@ -2,8 +2,8 @@
 
 profiles.safetensors   {hook: float32 [V, width]}: every feature's activation on every token alone,
                        for every layer and the embedding
-methods.json           {"model", "kind", "features", "hooks": {hook: {method: tokens found}},
-                       "seconds"}
+methods.json           {"model", "kind", "features", "random_features" (those of features drawn at
+                       random), "hooks": {hook: {method: tokens found}}, "seconds"}
 """
 
 from __future__ import annotations
