@@ -142,40 +142,48 @@ def identity_verdict(metrics: dict) -> str | None:
         return None
     parts = []
     for name, entry in models.items():
-        writes = entry["across_layers"]["writes"]["spearman"]
-        minus = entry["across_layers"]["minus_embed"]["spearman"]
+        writes = entry["across_layers"]["writes"]["spearman"]["nulls"]
         first = entry.get("first_write")
         parts.append(
-            f"{name}: resid.L against the embedding {_fmt(entry['identity']['all'])}, block writes across blocks "
-            f"{_versus_null(writes)} (rotated {_fmt(writes['nulls']['rotated']['value'])}), resid.L − embed "
-            f"{_fmt(minus['value'])}"
+            f"{name}: **{_identity_conclusion(entry)}** (block writes' nulls {_fmt(writes['permuted']['value'])} "
+            f"permuted, {_fmt(writes['rotated']['value'])} rotated"
             + (f"; resid.L − embed of later layers against block 0's write {_fmt(first)}" if first else "")
-            + f": **{_identity_conclusion(entry)}**"
+            + ")"
         )
     return (
-        "**The identity path** (Spearman of whole profiles; aligned means at least "
+        "**The identity path** (Spearman of whole profiles, per model in the table below; aligned means at least "
         f"{MIN_ALIGNED} and above both nulls). " + "; ".join(parts) + "."
     )
 
 
+def _trained_methods(metrics: dict, key: str) -> dict[str, dict]:
+    """{trained model: its method records} for the models whose records hold `key`."""
+    found = {n: e["methods"] for n, e in metrics["models"].items() if e["kind"] == "trained"}
+    return {n: m for n, m in found.items() if key in m.get("all", {})}
+
+
 def decoding_verdict(metrics: dict) -> str | None:
     """The gradient method's decoding per trained model: id == feature index and |cos(e_g, e_i)|,
-    each against its null, over all method features and over the random ones."""
-    models = {n: e["methods"] for n, e in metrics["models"].items() if e["kind"] == "trained" and "all" in e["methods"]}
-    models = {n: m for n, m in models.items() if "gradient_pinv_is_index" in m["all"]}
+    each against its null, over all method features and over the random ones; a sentence and a table."""
+    models = _trained_methods(metrics, "gradient_pinv_is_index")
     if not models:
         return None
-    parts, reproduced = [], []
+    table, reproduced = [], []
     for name, found in models.items():
         index = found["all"]["gradient_pinv_is_index"]
-        text = f"{name}: {_versus_null(index)}"
+        row = {
+            "model": name,
+            "id = index": _fmt(index["value"]),
+            "permuted null": _fmt(index["nulls"]["permuted"]["value"]),
+        }
+        row["difference"] = _signed(index["nulls"]["permuted"]["difference"])
         if "random" in found:
-            text += f" (random features only: {_fmt(found['random']['gradient_pinv_is_index']['value'])})"
+            row["id = index, random features"] = _fmt(found["random"]["gradient_pinv_is_index"]["value"])
         if "gradient_basis_cosine" in found["all"]:
             cosine = found["all"]["gradient_basis_cosine"]
-            text += f"; |cos(e_g, e_i)| {_versus_null(cosine, 'other basis vectors')}"
-            text += f" ({'above' if above(cosine, 'other basis vectors') else 'not above'} the other basis vectors)"
-        parts.append(text)
+            row["abs. cosine to e_i"] = _fmt(cosine["value"])
+            row["to the other e_j"] = _fmt(cosine["nulls"]["other basis vectors"]["value"])
+        table.append(row)
         if above(index):
             reproduced.append(name)
     conclusion = (
@@ -183,39 +191,54 @@ def decoding_verdict(metrics: dict) -> str | None:
         if reproduced
         else "**A correct decoding does not give id = index more often than another feature's index** in any model"
     )
+    cosines = [r for r in table if "abs. cosine to e_i" in r]
+    pulled = [m for m in models if "gradient_basis_cosine" in models[m]["all"]
+              and above(models[m]["all"]["gradient_basis_cosine"], "other basis vectors")]  # fmt: skip
+    pull = (
+        f" The optimised embedding leans towards basis vector i more than towards the others, from the same "
+        f"start, in {len(pulled)} of {len(cosines)} models{': the identity path predicts it' if pulled else ''}."
+        if cosines
+        else ""
+    )
     return (
         "**The gradient method's decoding** (the essay's tables: every decoded token has id = feature index). "
-        "Share of decoded positions (pseudo-inverse of W_E, as the essay writes it) whose token id is the "
-        "feature's own index, against another method feature's index (permuted null): "
-        + "; ".join(parts) + f". {conclusion}."
-    )  # fmt: skip
+        "The share of decoded positions (pseudo-inverse of W_E, as the essay writes it) whose token id is the "
+        f"feature's own index, against another method feature's index: {conclusion}.{pull}\n\n"
+        + markdown_table(pd.DataFrame(table))
+    )
+
+
+METHOD_RATES = {
+    "gradient_pinv_is_exhaustive": "gradient decodings hit the exhaustive winner",
+    "gradient_pinv_in_greedy": "gradient decodings hit one of greedy's tokens",
+    "relaxed_is_exhaustive": "the relaxed one-hot hits the exhaustive winner",
+    "greedy_same_across_layers": "greedy gives the same sequence in two layers",
+    "gradient_pinv_same_across_layers": "gradient ascent gives the same sequence in two layers",
+}
 
 
 def methods_verdict(metrics: dict) -> str | None:
-    """How the methods agree, per trained model, each rate against its permuted null."""
-    trained = {n: e["methods"] for n, e in metrics["models"].items() if e["kind"] == "trained"}
-    models = {n: found["all"] for n, found in trained.items() if "all" in found}
-    if not models or "greedy_first_is_exhaustive" not in next(iter(models.values())):
+    """How the methods agree, per trained model, each rate against its permuted null: a sentence on
+    greedy's first step, and a table."""
+    models = {n: m["all"] for n, m in _trained_methods(metrics, "greedy_first_is_exhaustive").items()}
+    if not models:
         return None
-    keys = {
-        "gradient_pinv_is_exhaustive": "gradient decodings hit the exhaustive winner",
-        "gradient_pinv_in_greedy": "gradient decodings hit one of greedy's tokens",
-        "relaxed_is_exhaustive": "the relaxed one-hot hits the exhaustive winner",
-        "greedy_same_across_layers": "greedy gives the same sequence in two layers",
-        "gradient_pinv_same_across_layers": "gradient ascent gives the same sequence in two layers",
-    }
-    first = "; ".join(f"{n} {_fmt(m['greedy_first_is_exhaustive']['value'])}" for n, m in models.items())
-    rates = []
-    for key, label in keys.items():
-        present = {n: m[key] for n, m in models.items() if key in m}
-        if present:
-            rates.append(f"{label}: " + ", ".join(f"{n} {_versus_null(r)}" for n, r in present.items()))
+    first = {n: m["greedy_first_is_exhaustive"]["value"][0] for n, m in models.items()}
+    faults = [n for n, share in first.items() if share < 1]
+    table = [
+        {"rate": label, **{n: _versus_null(m[key]) if key in m else "—" for n, m in models.items()}}
+        for key, label in METHOD_RATES.items()
+        if any(key in m for m in models.values())
+    ]
     return (
-        f"**Agreement between methods.** Greedy search's first token, found by its own search over the "
-        f"vocabulary, equals the exhaustive winner for {first} of features (both read a one-token input, so "
-        f"anything below 1.00 is a fault in one of the searches). Against another feature's tokens: "
-        + "; ".join(rates) + "."
-    )  # fmt: skip
+        "**Agreement between methods.** Greedy search's first token, found by its own search over the "
+        "vocabulary, is the exhaustive winner for a share of features of "
+        + ", ".join(f"{share:.2f} in {n}" for n, share in first.items())
+        + ": both read a one-token input, so "
+        + (f"**one of the searches is at fault in {', '.join(faults)}**." if faults else "the two searches agree.")
+        + " Each rate below is against the same rate for another feature's tokens:\n\n"
+        + markdown_table(pd.DataFrame(table))
+    )
 
 
 def verdicts(metrics: dict) -> list[str]:
@@ -444,16 +467,15 @@ def alignment_section(
     for name, entry in metrics["models"].items():
         row = {"model": name, "kind": entry["kind"], "layers": entry["n_layers"]}
         across = entry["across_layers"]
-        row["argmax agreement across layers"] = _versus_null(across["raw"]["argmax"]) if across else "—"
         for variant in VARIANTS:
             cell = _fmt(across[variant]["spearman"]["value"]) if variant in across else "—"
             row[f"Spearman, {VARIANTS[variant]}"] = cell
         row["vs embedding"] = _fmt(entry["identity"]["all"]) if "identity" in entry else "—"
         table.append(row)
     lines += [
-        "Per model: argmax agreement across layers (mean over layer pairs) against its permuted-index null, "
-        "same-index Spearman across layers, and each layer's profile against the embedding's own dimension "
-        "(— : one layer, or no embedding control for mlp features).",
+        "Per model: same-index Spearman across layers (mean over layer pairs), for resid.L and the identity-path "
+        "controls, and each layer's profile against the embedding's own dimension (— : one layer, or no "
+        "embedding control for mlp features).",
         "",
         markdown_table(pd.DataFrame(table)),
         "",
