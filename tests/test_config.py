@@ -88,6 +88,7 @@ def test_default_and_test_configs_validate_and_fill_defaults():
         ),
         (lambda c: c["sae"].update(model="neox-q"), "'sae.model': no model named 'neox-q'"),
         (lambda c: c["sae"].update(layer=2), "'sae.layer': layer 2 is outside neox-s (2 layers, 0-1)"),
+        (lambda c: c["sae"].update(layer=0), "'sae.layer': mlp.0 of neox-s reads the current token alone"),
         (lambda c: c["sae"].update(k=2048), "'sae.k': 2048 must be below d_sae = expansion x d_mlp = 2048"),
         (lambda c: c["sae"].update(expansion=0), "'sae.expansion': 0 is less than the minimum of 1"),
         (lambda c: c["sae"].update(seeds=[0]), "'sae.seeds'"),
@@ -108,6 +109,11 @@ def test_default_and_test_configs_validate_and_fill_defaults():
 def test_bad_config_names_the_key(mutate, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         _check(mutate)
+
+
+def test_a_context_free_sae_layer_is_allowed_when_asked_for_or_when_the_blocks_are_sequential():
+    _check(lambda c: c["sae"].update(layer=0, allow_context_free=True))
+    _check(lambda c: (c["sae"].update(layer=0), [m.update(architecture="gpt2") for m in c["models"][:3]]))
 
 
 def test_sae_runs_of_the_default_config():

@@ -237,6 +237,7 @@ def test_sae_runs_checks_pages_and_report_section(run):
         assert cfg["metadata"]["hook_name"] == "mlp.0" and (folder / "sae_weights.safetensors").is_file()
         evaluation = json.loads((folder / "evaluation.json").read_text())
         assert evaluation["l0"] == pytest.approx(4.0, abs=0.01) and evaluation["explained_variance"] > 0.5
+        assert evaluation["context_free"]  # micro-a's one block runs attention and MLP in parallel
         assert json.loads((folder / "provenance.json").read_text())["run"] == name
     tables = {p.stem: pd.read_parquet(p) for p in (sae / "micro-a" / "L0" / "checks").glob("*.parquet")}
     assert set(tables) == {"A", "B", "neurons"} and len(tables["neurons"]) == 64 and len(tables["A"]) == 256
@@ -246,6 +247,7 @@ def test_sae_runs_checks_pages_and_report_section(run):
     html = " ".join((run / "results" / "report" / "index.html").read_text().split())
     assert "Sparse autoencoder features" in html and "Seed 004 found full-stop" in html
     assert "neurons of micro-a" in html and "on the three shared checks" in html
+    assert "a context-free layer" in html and "sae.allow_context_free" in html
     neuron_pages = list((run / "results" / "neurons" / "micro-a").glob("L0N*.html"))
     section = neuron_pages[0].read_text()
     assert "Most correlated SAE features" in section

@@ -245,3 +245,22 @@ def test_random_baseline_keeps_its_decoder():
     torch.randperm(len(x), generator=g)  # train_sae's draws before the decoder: the data-mean sample
     w = torch.randn(sae.d_sae, sae.d_in, generator=g)
     assert torch.allclose(sae.W_dec, w / w.norm(dim=1, keepdim=True))
+
+
+def test_windows_are_a_seeded_sample_of_the_whole_split(small_tokenizer):
+    """The landed windows were the split's first documents (a corpus sorted by path: a few modules)."""
+    from lmfeatures.sae.evaluate import text_windows
+
+    texts = [f"def function_{i}(x):\n    return x * {i} + {i * 7}\n" * (2 + i % 5) for i in range(60)] + ["x"]
+    docs = small_tokenizer(texts, add_special_tokens=False)["input_ids"]
+    windows = text_windows(small_tokenizer, texts, 8, 8 * 30, seed=0)
+    assert len(windows.ids) == 30 and (windows.valid_from == 0).all() and windows.skipped_short_docs == 1
+    assert windows.doc.unique().numel() > 15 and windows.doc.max() > 45  # spread over the split, not its head
+    for d, s, ids in zip(windows.doc.tolist(), windows.start.tolist(), windows.ids.tolist()):
+        assert s % 8 == 0 and ids == docs[d][s : s + 8]
+    pairs = list(zip(windows.doc.tolist(), windows.start.tolist()))
+    assert pairs == sorted(set(pairs))  # no window twice, in document order
+    assert torch.equal(text_windows(small_tokenizer, texts, 8, 8 * 30, seed=0).ids, windows.ids)
+    assert not torch.equal(text_windows(small_tokenizer, texts, 8, 8 * 30, seed=1).ids, windows.ids)
+    everything = text_windows(small_tokenizer, texts, 8, 10**9, seed=0)
+    assert len(everything.ids) == sum(len(d) // 8 for d in docs)

@@ -43,3 +43,17 @@ def test_unigram_baseline_by_hand():
     stats = unigram_baseline(train, heldout, vocab_size=3)
     assert math.isclose(stats["unigram_entropy_nats"], -sum(q * math.log(q) for q in p), rel_tol=1e-9)
     assert math.isclose(stats["unigram_heldout_xent_nats"], -(math.log(p[0]) + math.log(p[2])) / 2, rel_tol=1e-9)
+
+
+def test_a_token_that_is_part_of_a_character_is_shown_as_its_bytes(small_tokenizer):
+    """'—' is the bytes e2 80 94: alone, the first decodes to '\ufffd' (the report's '�'); shown as
+    '\\xe2'. Whole characters and ASCII are the decoder's own text."""
+    from lmfeatures.lm.tokenizer import token_text
+
+    tok = small_tokenizer
+    first_byte = tok.convert_tokens_to_ids("â")  # the byte-level alphabet's character for 0xe2
+    assert tok.decode([first_byte]) == "\ufffd" and token_text(tok, first_byte) == "\\xe2"
+    for token_id in tok("naïve café def", add_special_tokens=False)["input_ids"]:
+        if "\ufffd" not in tok.decode([token_id]):
+            assert token_text(tok, token_id) == tok.decode([token_id])
+    assert token_text(tok, tok.eos_token_id) == "<|endoftext|>"

@@ -185,12 +185,17 @@ def model_shape(config: dict, entry: dict) -> dict | None:
     if entry["source"] == UNTRAINED_TWIN:
         entry = model_entry(config, entry["twin_of"])
     if entry["source"] == TRAIN:
+        from lmfeatures.lm.architectures import context_free_mlp_layers
+        from lmfeatures.lm.models import family_config
+
+        vocab, context = config["tokenizer"]["vocab_size"], config["training"]["context_length"]
         return {
             "n_layers": entry["n_layers"],
             "d_mlp": entry["d_mlp"],
             "d_model": entry["d_model"],
-            "vocab_size": config["tokenizer"]["vocab_size"],
-            "n_positions": config["training"]["context_length"],
+            "vocab_size": vocab,
+            "n_positions": context,
+            "context_free": context_free_mlp_layers(family_config(entry, vocab, context, eos_id=0)),
         }
     path = saved_model_dir(entry["source"])
     return None if path is None else hub_model_shape(entry, path)
@@ -206,7 +211,7 @@ def hub_model_shape(entry: dict, path: Path) -> dict:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from lmfeatures.lm.architectures import ArchitectureError, arch_spec, linear_shape
+    from lmfeatures.lm.architectures import ArchitectureError, arch_spec, context_free_mlp_layers, linear_shape
 
     cfg = AutoConfig.from_pretrained(str(path))
     with torch.device("meta"):
@@ -230,6 +235,7 @@ def hub_model_shape(entry: dict, path: Path) -> dict:
         "d_model": model.get_input_embeddings().weight.shape[1],
         "vocab_size": model.get_input_embeddings().weight.shape[0],
         "n_positions": n_positions,
+        "context_free": context_free_mlp_layers(cfg),
     }
 
 
@@ -390,6 +396,12 @@ def _check_sae(config: dict, shapes: dict[str, dict | None]) -> None:
         raise ConfigError(
             f"config key 'sae.layer': layer {sae['layer']} is outside {sae['model']} "
             f"({shape['n_layers']} layers, 0-{shape['n_layers'] - 1})"
+        )
+    if sae["layer"] in shape["context_free"] and not sae["allow_context_free"]:
+        raise ConfigError(
+            f"config key 'sae.layer': mlp.{sae['layer']} of {sae['model']} reads the current token alone (its "
+            "attention and MLP run in parallel, so nothing has mixed the context in), so its SAE features can "
+            "code token identity at most: pick a later layer, or set sae.allow_context_free: true to study it anyway"
         )
     d_sae = sae["expansion"] * shape["d_mlp"]
     if sae["k"] >= d_sae:

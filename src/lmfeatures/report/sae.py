@@ -178,10 +178,17 @@ def sae_section(
     t = params["thresholds"]
     evaluation = evaluation_table(evaluations)
     rates = pass_rates(checks, trained_model)
+    context = (
+        "**a context-free layer**: its MLP reads the current token alone (attention and MLP run in parallel, and "
+        "nothing before them has mixed the context in), so its features can code token identity at most, and "
+        "contextual proxies match only through the tokens they contain (`sae.allow_context_free` is set)"
+        if evaluations[0]["context_free"]
+        else "a layer whose input depends on earlier tokens"
+    )
     lines = [
         f"SAEs read `mlp.{params['layer']}` of **{trained_model}** (expansion {params['expansion']}, "
-        f"{params['architecture']} with k = {params['k']}, {params['tokens']:,} training tokens per run); every "
-        f"number below is measured on {evaluations[0]['tokens']:,} held-out tokens.",
+        f"{params['architecture']} with k = {params['k']}, {params['tokens']:,} training tokens per run), "
+        f"{context}. Every number below is measured on {evaluations[0]['tokens']:,} held-out tokens.",
         "",
         "**Evaluation.** CE is the next-token cross-entropy (nats) of the model clean, with the SAE's "
         "reconstruction spliced in, and with the activations zero-ablated; loss recovered = (zero − spliced) / "

@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lmfeatures.lm.hooks import HookedModel
+from lmfeatures.lm.tokenizer import token_text
 from lmfeatures.sae.checks import (
     CHECKS,
     CheckAccumulator,
@@ -44,9 +45,12 @@ def other_run(run: str) -> str:
     return f"{kind}{dash}{'B' if letter == 'A' else 'A'}"
 
 
-def labelled_windows(tokenizer, texts: list[str], proxies: list[str], context_length: int, max_tokens: int):
-    """Held-out windows and their proxy labels bool [windows, pos, classes]."""
-    windows = text_windows(tokenizer, texts, context_length, max_tokens)
+def labelled_windows(
+    tokenizer, texts: list[str], proxies: list[str], context_length: int, max_tokens: int, seed: int
+):
+    """Held-out windows (text_windows: a seeded sample of the split) and their proxy labels bool
+    [windows, pos, classes]."""
+    windows = text_windows(tokenizer, texts, context_length, max_tokens, seed)
     used = windows.doc.unique().tolist()  # label only the documents the token budget reaches
     _, used_labels = document_labels(tokenizer, [texts[d] for d in used], proxies)
     labels = dict(zip(used, used_labels))
@@ -127,9 +131,9 @@ def _check_table(name, sae, other, acc, scan_result, windows, hooked, layer, tok
             "llr": scores["llr"].numpy(),
             "ablation_mean_abs": downstream.numpy(),
             "ablation_mean": downstream_signed.numpy(),
-            "top_logits": [[tok.decode([t]) for t in row] for row in top_ids.tolist()],
+            "top_logits": [[token_text(tok, t) for t in row] for row in top_ids.tolist()],
             "top_logit_weights": top_w.tolist(),
-            "bottom_logits": [[tok.decode([t]) for t in row] for row in bottom_ids.tolist()],
+            "bottom_logits": [[token_text(tok, t) for t in row] for row in bottom_ids.tolist()],
             "bottom_logit_weights": bottom_w.tolist(),
         }
     )

@@ -1,7 +1,7 @@
 """Activations for SAE training and an SAE's evaluation on held-out windows: L0, explained variance,
 MSE, dead / dense shares and next-token cross-entropy with the reconstruction spliced in. No file I/O.
 
-    windows = text_windows(tokenizer, texts, context_length, max_tokens)
+    windows = text_windows(tokenizer, texts, context_length, max_tokens, seed)  # a seeded sample of the split
     acts = collect_activations(model, "mlp.1", windows)      # float16 [tokens, d_mlp]
     evaluation = evaluate_sae(model, sae, layer, windows)
 """
@@ -15,14 +15,37 @@ from tqdm.auto import tqdm
 from lmfeatures.lm.hooks import HookedModel
 from lmfeatures.sae.checks import target_logprobs
 from lmfeatures.sae.sae import ReconstructionStats, SparseAutoencoder, loss_recovered
-from lmfeatures.scan.scan import Windows, make_windows
+from lmfeatures.scan.scan import ScanError, Windows
 
 EVAL_BATCH = 16  # windows per forward in evaluation and checks
 
 
-def text_windows(tokenizer, texts: list[str], context_length: int, max_tokens: int) -> Windows:
+def text_windows(tokenizer, texts: list[str], context_length: int, max_tokens: int, seed: int) -> Windows:
+    """Windows drawn from the whole split, not its first documents (a corpus sorted by path would give
+    a few modules' worth): every document cut into non-overlapping full windows (a tail shorter than
+    one window is left out), and a seeded sample of ceil(max_tokens / context_length) of them, in
+    document order. Every token of a sampled window counts."""
     docs = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return make_windows(docs, context_length, max_tokens)
+    per_doc = torch.tensor([len(d) for d in docs]) // context_length
+    if not per_doc.any():
+        raise ScanError(
+            f"no document has at least scan.context_length={context_length} tokens; "
+            "lower scan.context_length or use a corpus with longer documents"
+        )
+    doc = torch.repeat_interleave(torch.arange(len(docs)), per_doc)
+    first_of_doc = torch.repeat_interleave(per_doc.cumsum(0) - per_doc, per_doc)
+    start = (torch.arange(len(doc)) - first_of_doc) * context_length
+    n_windows = min(len(doc), -(-max_tokens // context_length))
+    keep = torch.randperm(len(doc), generator=torch.Generator().manual_seed(seed))[:n_windows].sort().values
+    doc, start = doc[keep], start[keep]
+    ids = [docs[d][s : s + context_length] for d, s in zip(doc.tolist(), start.tolist())]
+    return Windows(
+        doc=doc,
+        start=start,
+        valid_from=torch.zeros(n_windows, dtype=torch.int64),
+        ids=torch.tensor(ids, dtype=torch.int64),
+        skipped_short_docs=int((per_doc == 0).sum()),
+    )
 
 
 def valid_positions(windows: Windows, rows: slice, context_length: int) -> torch.Tensor:

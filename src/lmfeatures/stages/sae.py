@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmfeatures.io import atomic_path, write_provenance
+from lmfeatures.lm.architectures import context_free_mlp_layers
 from lmfeatures.lm.hooks import HookedModel
 from lmfeatures.lm.models import resolve_device
 from lmfeatures.sae.dictionary_checks import NEURONS, check_dictionaries, labelled_windows
@@ -60,15 +61,17 @@ def sae_train(
     hook = f"mlp.{layer}"
     hooked.check_hook(hook)
     corpus = load_corpus(corpus_dir)
-    train_windows = text_windows(tok, list(corpus["train"]["text"]), context_length, cfg.tokens)
+    # every run reads the same sampled windows (the runs differ by their seed alone), the checks the same held-out ones
+    train_windows = text_windows(tok, list(corpus["train"]["text"]), context_length, cfg.tokens, seed)
     acts = collect_activations(hooked, hook, train_windows)
     sae, log = train_sae(acts, cfg, hooked.device, desc=f"sae {model} L{layer} {run}")
     del acts
-    heldout = text_windows(tok, list(corpus["heldout"]["text"]), context_length, sae_params["check_tokens"])
+    heldout = text_windows(tok, list(corpus["heldout"]["text"]), context_length, sae_params["check_tokens"], seed)
     evaluation = evaluate_sae(hooked, sae, layer, heldout)
     with atomic_path(out_dir, directory=True) as tmp:
         save_sae(tmp, sae, hook, model, {"run": run, "training": vars(cfg)})
-        write_run(tmp, log, {"model": model, "layer": layer, "run": run, **evaluation})
+        context_free = layer in context_free_mlp_layers(lm.config)
+        write_run(tmp, log, {"model": model, "layer": layer, "run": run, "context_free": context_free, **evaluation})
         write_provenance(tmp, config, cfg.seed, model=model, layer=layer, run=run)
 
 
@@ -107,7 +110,8 @@ def sae_checks(
     dicts = _dictionaries(run_dirs, hooked, with_neurons)
     heldout = load_corpus(corpus_dir)["heldout"]
     proxies = sae_params["proxies"]
-    windows, labels = labelled_windows(tok, list(heldout["text"]), proxies, context_length, sae_params["check_tokens"])
+    texts = list(heldout["text"])
+    windows, labels = labelled_windows(tok, texts, proxies, context_length, sae_params["check_tokens"], seed)
     found = check_dictionaries(hooked, tok, layer, dicts, windows, labels, sae_params, seed, f"{model} dictionaries")
     meta = scan_meta(model, model_dir, hooked, found.scan_config, windows, list(heldout["doc_id"]), derived=list(dicts))
     with atomic_path(out_dir, directory=True) as tmp:
