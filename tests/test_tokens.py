@@ -48,7 +48,7 @@ def test_unigram_baseline_by_hand():
 def test_a_token_that_is_part_of_a_character_is_shown_as_its_bytes(small_tokenizer):
     """'—' is the bytes e2 80 94: alone, the first decodes to '\ufffd' (the report's '�'); shown as
     '\\xe2'. Whole characters and ASCII are the decoder's own text."""
-    from lmfeatures.lm.tokenizer import token_text
+    from lmfeatures.lm.display import token_text
 
     tok = small_tokenizer
     first_byte = tok.convert_tokens_to_ids("â")  # the byte-level alphabet's character for 0xe2

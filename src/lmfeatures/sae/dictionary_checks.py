@@ -16,8 +16,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from lmfeatures.lm.display import token_text
 from lmfeatures.lm.hooks import HookedModel
-from lmfeatures.lm.tokenizer import token_text
 from lmfeatures.sae.checks import (
     CHECKS,
     CheckAccumulator,
@@ -45,9 +45,7 @@ def other_run(run: str) -> str:
     return f"{kind}{dash}{'B' if letter == 'A' else 'A'}"
 
 
-def labelled_windows(
-    tokenizer, texts: list[str], proxies: list[str], context_length: int, max_tokens: int, seed: int
-):
+def labelled_windows(tokenizer, texts: list[str], proxies: list[str], context_length: int, max_tokens: int, seed: int):
     """Held-out windows (text_windows: a seeded sample of the split) and their proxy labels bool
     [windows, pos, classes]."""
     windows = text_windows(tokenizer, texts, context_length, max_tokens, seed)
