@@ -226,6 +226,7 @@ def test_run_names():
         "expansion": 4,
         "k": 3,
         "lr": 1e-3,
+        "relu_lr": 3e-3,
         "batch_size": 64,
         "tokens": 1000,
         "dead_tokens": 100,
@@ -233,7 +234,8 @@ def test_run_names():
     }
     assert run_config("B", params).seed == 7 and not run_config("B", params).frozen_decoder
     assert run_config("random-A", params).frozen_decoder and run_config("random-A", params).seed == 5
-    assert run_config("relu-A", params).architecture == "relu"
+    assert run_config("relu-A", params).architecture == "relu" and run_config("relu-A", params).lr == 3e-3
+    assert run_config("random-A", params).lr == run_config("A", params).lr == 1e-3
     assert (other_run("A"), other_run("B"), other_run("random-B"), other_run("C")) == ("B", "A", "random-A", "A")
 
 

@@ -28,7 +28,7 @@ def run_config(run: str, params: dict) -> SAEConfig:
         architecture="relu" if kind == "relu" else params["architecture"],
         expansion=params["expansion"],
         k=params["k"],
-        lr=params["lr"],
+        lr=params["relu_lr"] if kind == "relu" else params["lr"],
         batch_size=params["batch_size"],
         tokens=params["tokens"],
         dead_tokens=params["dead_tokens"],
