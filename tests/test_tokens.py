@@ -57,3 +57,5 @@ def test_a_token_that_is_part_of_a_character_is_shown_as_its_bytes(small_tokeniz
         if "\ufffd" not in tok.decode([token_id]):
             assert token_text(tok, token_id) == tok.decode([token_id])
     assert token_text(tok, tok.eos_token_id) == "<|endoftext|>"
+    dash = tok("a—b", add_special_tokens=False)["input_ids"]
+    assert token_text(tok, dash) == "a—b" and token_text(tok, [*dash, first_byte]) == "a—b\\xe2"

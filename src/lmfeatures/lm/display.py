@@ -15,11 +15,12 @@ def _byte_level_alphabet() -> dict[str, int]:
 BYTE_LEVEL = _byte_level_alphabet()
 
 
-def token_text(tokenizer, token_id: int) -> str:
-    """One token as text. A byte-level piece that is not UTF-8 on its own (part of a multi-byte
-    character) decodes to '\ufffd'; it is shown as its bytes instead, e.g. '\\xe2\\x80'."""
-    text = tokenizer.decode([token_id])
-    piece = tokenizer.convert_ids_to_tokens(token_id)
-    if "\ufffd" not in text or not all(c in BYTE_LEVEL for c in piece):
+def token_text(tokenizer, token_ids: int | list[int]) -> str:
+    """A token, or a sequence of them, as text. A byte-level piece that is not UTF-8 on its own (part
+    of a multi-byte character) decodes to '\ufffd'; such bytes are shown as e.g. '\\xe2' instead."""
+    ids = [token_ids] if isinstance(token_ids, int) else list(token_ids)
+    text = tokenizer.decode(ids)
+    pieces = "".join(tokenizer.convert_ids_to_tokens(ids))
+    if "\ufffd" not in text or not all(c in BYTE_LEVEL for c in pieces):
         return text
-    return bytes(BYTE_LEVEL[c] for c in piece).decode("utf-8", errors="backslashreplace")
+    return bytes(BYTE_LEVEL[c] for c in pieces).decode("utf-8", errors="backslashreplace")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from lmfeatures.lm.display import token_text
 from lmfeatures.report.plotting import markdown_table, md_code, plt, save_figure, set_theme, sns
 from lmfeatures.store.report import write_text
 
@@ -408,7 +409,7 @@ def token_tables(found: dict, tokenizers: dict, twins: dict[str, str], kind: str
         for f, feature in enumerate(features):
             for name in names:
                 tok = tokenizers[name]
-                cells = [md_code(tok.decode(tokens_of(h, f))) for h in found[name]["hooks"].values()]
+                cells = [md_code(token_text(tok, tokens_of(h, f))) for h in found[name]["hooks"].values()]
                 table[f"{kind}[{feature}] {'untrained' if name != trained else 'trained'}"] = cells
         lines += [f"*{method}*, {trained}" + (f" and {names[1]}" if len(names) > 1 else "") + ":", ""]
         lines.append(markdown_table(pd.DataFrame(table)))
