@@ -157,4 +157,13 @@ def test_a_mixture_of_experts_model_is_refused_when_the_config_is_validated(tmp_
         hub_model_shape(entry, tmp_path / "mixtral")
     micro_model("qwen3").save_pretrained(tmp_path / "qwen3")
     shape = hub_model_shape({"name": "q", "source": str(tmp_path / "qwen3")}, tmp_path / "qwen3")
-    assert shape == {"n_layers": 3, "d_mlp": 48, "d_model": 32, "vocab_size": 64, "n_positions": 64}
+    assert shape == {
+        "n_layers": 3,
+        "d_mlp": 48,
+        "d_model": 32,
+        "vocab_size": 64,
+        "n_positions": 64,
+        "context_free": frozenset(),  # sequential blocks: every MLP reads the context
+    }
+    micro_model("gpt_neox").save_pretrained(tmp_path / "neox")
+    assert hub_model_shape({"name": "n", "source": str(tmp_path / "neox")}, tmp_path / "neox")["context_free"] == {0}
