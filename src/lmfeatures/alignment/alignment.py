@@ -79,6 +79,16 @@ def sequence_agreement(sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return own.T, _others_mean(same.sum(-1), own, sequences.shape[1]).T
 
 
+def token_hits(tokens: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """tokens [L, F, n], targets [L, F, m] -> ([F, L * n] 1.0 where a token of feature i is one of
+    feature i's targets at the same layer, [F, L * n] the share of features j != i whose targets hold
+    it): the hit rate and its permuted-feature null."""
+    hits = (tokens[:, :, :, None, None] == targets[:, None, None, :, :]).any(-1).double()  # [L, F, n, F]
+    own = hits.diagonal(dim1=1, dim2=3).permute(0, 2, 1)  # [L, F, n]
+    others = _others_mean(hits.sum(-1), own, tokens.shape[1])
+    return own.permute(1, 0, 2).flatten(1), others.permute(1, 0, 2).flatten(1)
+
+
 @dataclass(frozen=True)
 class Ranked:
     """What the statistics read of profiles [V, F], computed once per profile set."""

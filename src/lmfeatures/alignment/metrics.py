@@ -30,6 +30,7 @@ from lmfeatures.alignment.alignment import (
     random_rotation,
     ranked,
     sequence_agreement,
+    token_hits,
 )
 from lmfeatures.stats import cluster_bootstrap_mean
 
@@ -148,16 +149,6 @@ def _size_pair(a: str, b: str, pa: dict, pb: dict, kind: str, top_k: int, seed: 
             "best_match": versus(best, {"rotated": best_null}, seed),
         }
     return record
-
-
-def token_hits(tokens: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """tokens [L, F, n], targets [L, F, m] -> ([F, L * n] 1.0 where a token of feature i is one of
-    feature i's targets at the same layer, [F, L * n] the share of features j != i whose targets hold
-    it): the hit rate and its permuted-feature null."""
-    hits = (tokens[:, :, :, None, None] == targets[:, None, None, :, :]).any(-1).double()  # [L, F, n, F]
-    own = hits.diagonal(dim1=1, dim2=3).permute(0, 2, 1)  # [L, F, n]
-    others = (hits.sum(-1) - own) / (tokens.shape[1] - 1)
-    return own.permute(1, 0, 2).flatten(1), others.permute(1, 0, 2).flatten(1)
 
 
 def method_metrics(found: dict, seed: int) -> dict:

@@ -1,4 +1,4 @@
-"""How a single token is shown in tables and pages. Apart from lm.tokenizer, whose code hash every
+"""How tokens are shown in tables and pages. Apart from lm.tokenizer, whose code hash every
 model-training job carries, so that a display change reruns no training."""
 
 from __future__ import annotations

@@ -15,36 +15,22 @@ from tqdm.auto import tqdm
 from lmfeatures.lm.hooks import HookedModel
 from lmfeatures.sae.checks import target_logprobs
 from lmfeatures.sae.sae import ReconstructionStats, SparseAutoencoder, loss_recovered
-from lmfeatures.scan.scan import ScanError, Windows
+from lmfeatures.scan.scan import Windows, make_windows
 
 EVAL_BATCH = 16  # windows per forward in evaluation and checks
 
 
 def text_windows(tokenizer, texts: list[str], context_length: int, max_tokens: int, seed: int) -> Windows:
     """Windows drawn from the whole split, not its first documents (a corpus sorted by path would give
-    a few modules' worth): every document cut into non-overlapping full windows (a tail shorter than
-    one window is left out), and a seeded sample of ceil(max_tokens / context_length) of them, in
-    document order. Every token of a sampled window counts."""
-    docs = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    per_doc = torch.tensor([len(d) for d in docs]) // context_length
-    if not per_doc.any():
-        raise ScanError(
-            f"no document has at least scan.context_length={context_length} tokens; "
-            "lower scan.context_length or use a corpus with longer documents"
-        )
-    doc = torch.repeat_interleave(torch.arange(len(docs)), per_doc)
-    first_of_doc = torch.repeat_interleave(per_doc.cumsum(0) - per_doc, per_doc)
-    start = (torch.arange(len(doc)) - first_of_doc) * context_length
-    n_windows = min(len(doc), -(-max_tokens // context_length))
-    keep = torch.randperm(len(doc), generator=torch.Generator().manual_seed(seed))[:n_windows].sort().values
-    doc, start = doc[keep], start[keep]
-    ids = [docs[d][s : s + context_length] for d, s in zip(doc.tolist(), start.tolist())]
+    a few modules' worth): the full non-overlapping windows of make_windows (a document's tail window,
+    which overlaps the one before it, left out) and a seeded sample of ceil(max_tokens /
+    context_length) of them, in document order. Every token of a sampled window counts."""
+    every = make_windows(tokenizer(texts, add_special_tokens=False)["input_ids"], context_length)
+    full = (every.valid_from == 0).nonzero()[:, 0]
+    n_windows = min(len(full), -(-max_tokens // context_length))
+    keep = full[torch.randperm(len(full), generator=torch.Generator().manual_seed(seed))[:n_windows].sort().values]
     return Windows(
-        doc=doc,
-        start=start,
-        valid_from=torch.zeros(n_windows, dtype=torch.int64),
-        ids=torch.tensor(ids, dtype=torch.int64),
-        skipped_short_docs=int((per_doc == 0).sum()),
+        every.doc[keep], every.start[keep], every.valid_from[keep], every.ids[keep], every.skipped_short_docs
     )
 
 
