@@ -98,6 +98,11 @@ def test_default_and_test_configs_validate_and_fill_defaults():
             "'sae.proxies': proxy '@keyword' is not a known class",
         ),
         (lambda c: c["sae"].update(thresholds={"universality": 2}), "'sae.thresholds.universality'"),
+        (lambda c: c["sae"].update(thresholds={"not_a_neuron": 0.5}), "'sae.thresholds.not_a_neuron': unknown key"),
+        (
+            lambda c: c["sae"].update(planted={"expansion": 1}),
+            "'sae.planted.expansion': the planted SAEs' d_sae = 256 (expansion x d_mlp) must exceed",
+        ),
         (
             lambda c: (
                 [c["models"].pop(3)] + [c[s]["models"].remove("neox-s-untrained") for s in ("alignment", "prune")]

@@ -241,12 +241,18 @@ def test_sae_runs_checks_pages_and_report_section(run):
         assert json.loads((folder / "provenance.json").read_text())["run"] == name
     tables = {p.stem: pd.read_parquet(p) for p in (sae / "micro-a" / "L0" / "checks").glob("*.parquet")}
     assert set(tables) == {"A", "B", "neurons"} and len(tables["neurons"]) == 64 and len(tables["A"]) == 256
-    assert {"precision", "recall", "ablation_mean_abs", "neuron_corr", "other_corr", "pass_all"} <= set(tables["A"])
+    columns = {"precision", "lift", "recall", "downstream", "downstream_share", "neuron_corr", "other_corr", "pass_all"}
+    assert columns <= set(tables["A"]) and tables["A"]["selection_f1"].notna().all()
+    planted = sae / "micro-a" / "L0" / "planted"
+    summary = json.loads((planted / "planted.json").read_text())
+    assert {p.stem for p in planted.glob("*.parquet")} == {"A", "B", "random-A", "random-B", "neurons"}
+    assert len(summary["recovery"]["A"]["cosine"]) == len(summary["planted_classes"]) > 0
     pages = json.loads((sae / "micro-a" / "L0" / "pages" / "pages.json").read_text())["A"]
     assert len(pages) == 4 and (sae / "micro-a" / "L0" / "pages" / "A" / f"F{pages[0]}.html").is_file()
     html = " ".join((run / "results" / "report" / "index.html").read_text().split())
     assert "Sparse autoencoder features" in html and "Seed 004 found full-stop" in html
-    assert "neurons of micro-a" in html and "on the three shared checks" in html
+    assert "neurons of micro-a" in html and "Against the layer's neurons" in html and "Planted ground truth" in html
+    assert "Checks that separate trained from random-decoder on planted data" in html
     assert "a context-free layer" in html and "sae.allow_context_free" in html
     neuron_pages = list((run / "results" / "neurons" / "micro-a").glob("L0N*.html"))
     section = neuron_pages[0].read_text()

@@ -408,6 +408,14 @@ def _check_sae(config: dict, shapes: dict[str, dict | None]) -> None:
         raise ConfigError(
             f"config key 'sae.k': {sae['k']} must be below d_sae = expansion x d_mlp = {d_sae} for {sae['model']}"
         )
+    planted = sae["planted"]
+    planted_width = planted["expansion"] * shape["d_mlp"]
+    if planted_width <= max(planted["directions"] + planted["background"], sae["k"]):
+        raise ConfigError(
+            f"config key 'sae.planted.expansion': the planted SAEs' d_sae = {planted_width} (expansion x d_mlp) must "
+            f"exceed both the planted directions + background ({planted['directions'] + planted['background']}) and "
+            f"sae.k ({sae['k']}); raise it or plant fewer directions"
+        )
 
 
 def neuron_spec(config: dict, stage: str | None = None) -> dict:

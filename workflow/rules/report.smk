@@ -124,8 +124,10 @@ rule sae_summary:
         run_dirs=sae_run_dirs(),
         checks_dirs=[sae_dir(m, "checks") for m in SAE_MODELS],
         pages=sae_dir(config["sae"]["model"], "pages"),
+        planted=sae_dir(config["sae"]["model"], "planted"),
     output:
         evaluation=f"{RESULTS}/report/sae/evaluation.csv",
+        rates=f"{RESULTS}/report/sae/pass_rates.png",
         scatter=f"{RESULTS}/report/sae/universality.png",
         specificity=f"{RESULTS}/report/sae/specificity.png",
         section=f"{RESULTS}/report/sae/summary.md",

@@ -50,7 +50,7 @@ rule sae_checks:
     resources:
         **job_resources(30, studied_model, gpu=True),
     params:
-        with_neurons=lambda wc: wc.model == config["sae"]["model"] and "neurons" in config["sae"]["controls"],
+        with_neurons="neurons" in config["sae"]["controls"],
         sae_params=config["sae"],
         context_length=config["scan"]["context_length"],
         config=config_part("seed", "device", "corpus", "scan", "sae"),
@@ -59,3 +59,30 @@ rule sae_checks:
         code=stage_code("sae"),
     script:
         "../scripts/sae_checks.py"
+
+
+rule sae_planted:
+    input:
+        model_dir=model_dir("{model}"),
+        corpus_dir=rules.corpus.output.out_dir,
+    output:
+        out_dir=directory(f"{RESULTS}/sae/{{model}}/L{{layer}}/planted"),
+    log:
+        f"{RESULTS}/logs/sae/{{model}}/L{{layer}}/planted.log",
+    wildcard_constraints:
+        model=config["sae"]["model"] or "(?!)",
+        layer=str(config["sae"]["layer"]),
+    conda:
+        "../envs/lmfeatures.yaml"
+    threads: config["job_threads"]
+    resources:
+        **job_resources(30, studied_model, gpu=True),
+    params:
+        sae_params=config["sae"],
+        context_length=config["scan"]["context_length"],
+        config=config_part("seed", "device", "corpus", "scan", "sae"),
+        seed=config["seed"],
+        device=config["device"],
+        code=stage_code("sae"),
+    script:
+        "../scripts/sae_planted.py"

@@ -288,38 +288,47 @@ def correlated_features_section(features: list[tuple[int, float, str | None]]) -
     return f'<table class="stats"><tr><th>feature</th><th>Pearson r over tokens</th></tr>{rows}</table>'
 
 
+def _value(value) -> str:
+    return "" if value is None or value != value else f"{value:.3f}"
+
+
 def feature_checks_section(row: dict, thresholds: dict) -> str:
-    """An SAE feature's five checks: value, threshold, pass / fail; its best proxy's counts per activation bin."""
+    """An SAE feature's five checks: value, threshold, pass / fail; its best proxy's counts per
+    activation bin on the check windows."""
+    proxy = repr(row["best_proxy"])
+    t = thresholds
+    predicted = " ".join(repr(p) for p in row["predicted"])
     checks = [
         (
             "specificity",
-            f"precision of proxy {row['best_proxy']!r}",
+            f"precision of {proxy} (its base rate {_value(row['base_rate'])}; lift {_value(row['lift'])})",
             row["precision"],
-            f">= {thresholds['specificity']}",
+            f">= {t['specificity']}, lift >= {t['lift']}",
         ),
-        ("sensitivity", f"recall of proxy {row['best_proxy']!r}", row["recall"], f">= {thresholds['sensitivity']}"),
+        ("sensitivity", f"recall of {proxy}", row["recall"], f">= {t['sensitivity']}"),
         (
             "downstream",
-            "mean |Δ log p(next token)| when removed",
-            row["ablation_mean_abs"],
-            f">= {thresholds['downstream']}",
+            f"Δ log p({predicted or 'no predicted tokens'}) when removed, at {proxy} tokens where it fires "
+            f"(share of the whole layer's: {_value(row['downstream_share'])})",
+            row["downstream"],
+            f"<= -{t['downstream']}, share >= {t['downstream_share']}",
         ),
         (
             "not_a_neuron",
-            f"max |r| with a neuron (neuron {row.get('best_neuron', '?')})",
-            row.get("neuron_corr"),
-            f"< {thresholds['not_a_neuron']}",
+            f"a neuron passes specificity for {proxy}: {'yes' if row.get('neuron_specific') else 'no'}",
+            None,
+            "specific, and no specific neuron",
         ),
         (
             "universality",
             f"best r with the other run (F{row.get('other_unit', '?')})",
             row.get("other_corr"),
-            f">= {thresholds['universality']}",
+            f">= {t['universality']}",
         ),
     ]
     body = "".join(
-        f"<tr><td>{name}</td><td>{html.escape(what)}</td><td>{'' if value is None else f'{value:.3f}'}</td>"
-        f"<td>{limit}</td><td>{'pass' if row[f'pass_{name}'] else 'fail'}</td></tr>"
+        f"<tr><td>{name}</td><td>{html.escape(what)}</td><td>{_value(value)}</td>"
+        f"<td>{html.escape(limit)}</td><td>{'pass' if row[f'pass_{name}'] else 'fail'}</td></tr>"
         for name, what, value, limit in checks
     )
     bins = len(row["hist_all"])
@@ -330,8 +339,9 @@ def feature_checks_section(row: dict, thresholds: dict) -> str:
     return (
         '<table class="stats"><tr><th>check</th><th>measured</th><th>value</th><th>threshold</th><th></th></tr>'
         f"{body}</table>"
-        f"<p>Log-likelihood ratio log P(fires | {html.escape(repr(row['best_proxy']))}) / P(fires | not): "
-        f"{row['llr']:.2f}. Firing tokens per activation bin, in the proxy class and in all:</p>"
+        f"<p>Log-likelihood ratio log P(fires | {html.escape(proxy)}) / P(fires | not): {_value(row['llr'])}. "
+        "Firing tokens per activation bin (share of the max on the selection windows), in the proxy class "
+        "and in all:</p>"
         f'<table class="stats"><tr><th>activation</th><th>in class</th><th>all</th></tr>{hist}</table>'
     )
 
@@ -365,13 +375,13 @@ class FeatureUnit:
         return f"F{self.index}"
 
 
-def page_features(table: pd.DataFrame, n_pages: int, specificity: float) -> list[int]:
-    """The features that get pages: passing all checks, then proxy-matched (precision at least the
-    specificity threshold), then the highest max activation; live ones only."""
+def page_features(table: pd.DataFrame, n_pages: int) -> list[int]:
+    """The features that get pages: passing all checks, then passing specificity (best selection F1
+    first), then the highest max activation; live ones only."""
     live = table[table["live"]]
     order = [
         live[live["pass_all"]],
-        live[live["precision"] >= specificity].sort_values("f1", ascending=False),
+        live[live["pass_specificity"]].sort_values("selection_f1", ascending=False),
         live.sort_values("max", ascending=False),
     ]
     return list(dict.fromkeys(int(u) for part in order for u in part["unit"]))[:n_pages]
@@ -381,7 +391,7 @@ def feature_index_page(model: str, run: str, layer: int, rows: list[tuple[int, d
     head = "".join(f"<th>{c}</th>" for c in ("feature", "max", "density", "best proxy", "precision", "recall", *CHECKS))
     body = "".join(
         f'<tr><td><a href="F{u}.html">F{u}</a></td><td>{r["max"]:.3f}</td><td>{r["density"]:.4f}</td>'
-        f"<td>{html.escape(str(r['best_proxy']))}</td><td>{r['precision']:.2f}</td><td>{r['recall']:.2f}</td>"
+        f"<td>{html.escape(str(r['best_proxy']))}</td><td>{_value(r['precision'])}</td><td>{_value(r['recall'])}</td>"
         + "".join(f"<td>{'✓' if r[f'pass_{c}'] else '·'}</td>" for c in CHECKS)
         + "</tr>"
         for u, r in rows

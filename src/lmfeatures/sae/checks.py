@@ -1,133 +1,260 @@
-"""The seed document's (004) checks of a feature, for every feature of a dictionary at once.
+"""The seed document's (004) checks of a feature, for every unit of a dictionary at once.
 
 A dictionary is a set of units read at one MLP layer: an SAE's features, or the layer's neurons
-(each neuron a feature). Every unit gets the same five checks (Towards Monosemanticity's "detailed
-investigations"), so "this feature passes" can be compared with neurons and with control SAEs:
+(each neuron a feature). Every unit gets the same checks (Towards Monosemanticity's "detailed
+investigations"), so "this feature passes" can be compared with neurons and with control SAEs.
 
-    specificity    precision of its best proxy: share of its firing tokens (activation > 0) in the class
-    sensitivity    recall of that proxy: share of the class's tokens where it fires
-    downstream     mean |Δ log p(actual next token)| when the unit is removed, over tokens where it fires
-    not a neuron   max |Pearson r| with any neuron of the layer is below a threshold (SAE features only)
+A unit *fires* where its activation is at least `fire_share` of its max on the selection windows
+(neurons the same way: a GELU neuron is above 0 on ~40% of tokens, so "> 0" would make every neuron
+unspecific by construction). Its *best proxy* is the class (lmfeatures.sae.proxies) with the highest
+F1 of (fires, in class) on the selection windows; the checks score that proxy on the check windows,
+which the selection never saw:
+
+    specificity    precision (share of its firing tokens in the class) >= `specificity`, and lift
+                   (precision / the class's base rate) >= `lift`; the log-likelihood ratio
+                   log P(fires | class) / P(fires | not) is reported beside them
+    sensitivity    recall (share of the class's tokens where it fires) >= `sensitivity`
+    downstream     at the class's tokens where the unit fires, removing its part (activation x
+                   decoder row) from the layer's activations lowers log p(the tokens the class
+                   predicts) by >= `downstream` nats and by >= `downstream_share` of what mean-ablating
+                   the whole layer does there (a decoder that is not the concept's direction carries
+                   only a small share: the planted ground truth's random-decoder SAE fails here). The
+                   class's predicted tokens are those whose frequency as the next token after the
+                   class most exceeds their overall frequency (selection windows); the share of them
+                   among the unit's most promoted tokens by its direct logit weights (the seed's logit
+                   view) is reported beside it
+    not a neuron   it passes specificity, and no neuron of the layer passes specificity for the same
+                   proxy at the same threshold (SAE features only)
     universality   best activation correlation with a unit of a second dictionary of the same kind
-                   (the other seed's SAE; SAE features only)
+                   (the other seed's SAE) >= `universality` (SAE features only)
 
-The best proxy is the class with the highest F1 of (firing, in class). Its log-likelihood ratio
-log P(fires | class) / P(fires | not class) is the document's specificity view in one number; the
-per-activation-bin counts in and out of the class (`class_hist`) give its figure.
 Correlations are Pearson over tokens from streaming sums (float64). No file I/O.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from lmfeatures.lm.hooks import HookedModel
-
 CHECKS = ("specificity", "sensitivity", "downstream", "not_a_neuron", "universality")
+SAE_ONLY = ("not_a_neuron", "universality")
 HIST_BINS = 10  # activation bins over (0, max] for the specificity view
 
 
 @dataclass
 class CheckThresholds:
-    """A unit passes a check when its value clears the threshold (the report states them)."""
+    """When a unit fires, and when it passes each check (the report states them)."""
 
-    specificity: float = 0.5  # precision of the best proxy at least this
+    fire_share: float = 0.2  # fires at activation >= this share of its max on the selection windows
+    specificity: float = 0.5  # precision of the best proxy at least this ...
+    lift: float = 2.0  # ... and at least this many times the class's base rate
     sensitivity: float = 0.5  # recall of the best proxy at least this
-    downstream: float = 0.05  # mean |Δ log p| in nats at least this (the next token 5% more or less likely)
-    not_a_neuron: float = 0.5  # max |r| with a neuron below this
+    downstream: float = 0.05  # nats: removing it lowers log p(its class's predicted tokens) by at least this ...
+    downstream_share: float = 0.5  # ... and carries at least this share of what mean-ablating the whole layer does
     universality: float = 0.5  # best activation r with the other dictionary at least this
 
 
-def _to_sparse_t(x: Tensor) -> Tensor:
+def firing(units: Tensor, unit_max: Tensor, share: float) -> Tensor:
+    """bool [..., U]: units [..., U] at least `share` of unit_max [U] (and above 0)."""
+    return (units >= share * unit_max.to(units.device)) & (units > 0)
+
+
+def _sparse_t(x: Tensor) -> Tensor:
     """x [tokens, units] (mostly zero) -> x^T as a sparse COO tensor, for x^T @ dense products."""
     return x.T.to_sparse()
 
 
-class CheckAccumulator:
-    """Streaming sums over tokens for one dictionary: `update` per batch, `result` at the end.
+class ProxySelection:
+    """Counts on the selection windows that choose each unit's best proxy: per (unit, class) its
+    firing tokens in the class [U, C], its firing tokens [U], each class's tokens [C].
+    unit_max [U]: each unit's max on the same windows (a first pass)."""
 
-    units [T, U] the dictionary's activations; neurons [T, N] the layer's neurons (or None);
-    other [T, V] the second dictionary's activations (or None); classes [T, C] bool proxy labels;
-    unit_max [U] each unit's max activation (from its scan: the histogram's range)."""
-
-    def __init__(self, n_units: int, n_neurons: int | None, n_other: int | None, n_classes: int, unit_max: Tensor):
+    def __init__(self, unit_max: Tensor, n_classes: int, share: float):
         f64 = torch.float64
-        self.n = 0
-        self.sums = {"u": torch.zeros(n_units, dtype=f64), "u2": torch.zeros(n_units, dtype=f64)}
+        self.unit_max, self.share = unit_max.float().cpu(), share
+        self.counts = torch.zeros(len(unit_max), n_classes, dtype=f64)
+        self.fires = torch.zeros(len(unit_max), dtype=f64)
         self.class_count = torch.zeros(n_classes, dtype=f64)
-        self.unit_max = unit_max.float().clamp(min=1e-12)
-        # firing tokens per (unit, activation bin) in each class, last column all of them: the
-        # per-unit counts of firing tokens and of firing tokens in each class are its sums over bins
-        self.class_hist = torch.zeros(n_units * HIST_BINS, n_classes + 1, dtype=f64)
-        self.pairs: dict[str, Tensor] = {}
-        for key, width in (("neurons", n_neurons), ("other", n_other)):
-            if width is not None:
-                self.sums[key] = torch.zeros(width, dtype=f64)
-                self.sums[key + "2"] = torch.zeros(width, dtype=f64)
-                self.pairs[key] = torch.zeros(n_units, width, dtype=f64)
 
-    def update(
-        self, units: Tensor, classes: Tensor, neurons: Tensor | None = None, other: Tensor | None = None
-    ) -> None:
-        units, classes = units.float().cpu(), classes.cpu()
-        self.n += len(units)
-        self.sums["u"] += units.sum(0).double()
-        self.sums["u2"] += units.pow(2).sum(0).double()
-        cls = classes.float()
-        self.class_count += cls.sum(0).double()
-        token, unit = (units > 0).nonzero(as_tuple=True)
-        bins = (units[token, unit] / self.unit_max[unit] * HIST_BINS).long().clamp(0, HIST_BINS - 1)
-        rows = torch.cat([cls[token], torch.ones(len(token), 1)], dim=1)
-        self.class_hist.index_add_(0, unit * HIST_BINS + bins, rows.double())
-        sparse_units = _to_sparse_t(units) if self.pairs else None
-        for key, values in (("neurons", neurons), ("other", other)):
-            if key in self.pairs:
-                values = values.float().cpu()
-                self.sums[key] += values.sum(0).double()
-                self.sums[key + "2"] += values.pow(2).sum(0).double()
-                self.pairs[key] += torch.sparse.mm(sparse_units, values).double()
+    def update(self, units: Tensor, classes: Tensor) -> None:
+        """units [T, U], classes bool [T, C]."""
+        fires = firing(units.float().cpu(), self.unit_max, self.share).float()
+        cls = classes.cpu().double()
+        self.counts += torch.sparse.mm(_sparse_t(fires).double(), cls)
+        self.fires += fires.sum(0).double()
+        self.class_count += cls.sum(0)
 
-    def correlation(self, key: str) -> Tensor:
-        """Pearson r [units, width] of every unit with every column of `key` ("neurons" or "other")."""
-        n = self.n
-        cov = self.pairs[key] - self.sums["u"][:, None] * self.sums[key][None, :] / n
-        var_u = (self.sums["u2"] - self.sums["u"] ** 2 / n).clamp(min=0)
-        var_v = (self.sums[key + "2"] - self.sums[key] ** 2 / n).clamp(min=0)
-        return (cov / (var_u[:, None] * var_v[None, :]).sqrt()).nan_to_num(0.0).float()
-
-    def proxy_scores(self) -> dict[str, Tensor]:
-        """Per unit [U]: best proxy (class index, by F1; -1 where the unit never fires), its
-        precision, recall, F1 and log-likelihood ratio log P(fire | class) / P(fire | not class)
-        (fires and class counts smoothed by 0.5), and the unit's density."""
-        per_unit = self.class_hist.view(-1, HIST_BINS, self.class_hist.shape[1]).sum(1)
-        both, all_fires = per_unit[:, :-1], per_unit[:, -1]
-        fires, cls = all_fires[:, None], self.class_count[None, :]
-        precision = (both / fires).nan_to_num(0.0)
-        recall = (both / cls).nan_to_num(0.0)
+    def best(self) -> tuple[Tensor, Tensor]:
+        """[U] the class with the highest F1 of (fires, in class), -1 where the unit never fires; [U]
+        that F1."""
+        precision = (self.counts / self.fires[:, None]).nan_to_num(0.0)
+        recall = (self.counts / self.class_count[None, :]).nan_to_num(0.0)
         f1 = (2 * precision * recall / (precision + recall)).nan_to_num(0.0)
-        best = f1.argmax(1)
-        pick = lambda t: t.gather(1, best[:, None])[:, 0]  # noqa: E731
-        p_in = (pick(both) + 0.5) / (pick(cls.expand_as(both)) + 1)
-        p_out = (all_fires - pick(both) + 0.5) / (self.n - pick(cls.expand_as(both)) + 1)
+        top = f1.max(1)
+        return torch.where(self.fires > 0, top.indices, -1), top.values.float()
+
+
+class ProxyScores:
+    """Counts on the check windows for each unit's given proxy `best` [U] (-1: none): its firing
+    tokens in the class and in all, per activation bin [U, HIST_BINS]; each class's tokens [C]; each
+    unit's top windows by its max activation on the class's tokens ([n_top, U] values and window
+    indices; -1 where it is 0 there); with `per_class`,
+    its firing tokens in every class [U, C] (for neurons: which classes any neuron is specific to)."""
+
+    def __init__(self, unit_max: Tensor, best: Tensor, n_classes: int, share: float, n_top: int, per_class=False):
+        f64 = torch.float64
+        n_units = len(unit_max)
+        self.unit_max, self.best, self.share = unit_max.float().cpu().clamp(min=1e-12), best.cpu(), share
+        self.n = 0
+        self.hist_in = torch.zeros(n_units, HIST_BINS, dtype=f64)
+        self.hist_all = torch.zeros(n_units, HIST_BINS, dtype=f64)
+        self.class_count = torch.zeros(n_classes, dtype=f64)
+        self.per_class = torch.zeros(n_units, n_classes, dtype=f64) if per_class else None
+        self.top_value = torch.full((n_top, n_units), -math.inf)
+        self.top_window = torch.full((n_top, n_units), -1, dtype=torch.long)
+
+    def update(self, units: Tensor, classes: Tensor, valid: Tensor, first_window: int) -> None:
+        """units [W, pos, U] of windows first_window ..., classes bool [W, pos, C], valid bool [W, pos]."""
+        units, classes, valid = units.float().cpu(), classes.cpu(), valid.cpu()
+        units = units * valid[..., None]
+        # top windows by the unit's max on its proxy's tokens: where its downstream effect is measured
+        in_proxy = classes[..., self.best.clamp(min=0)] & (self.best >= 0)  # [W, pos, U]
+        window_max = torch.where(in_proxy, units, 0.0).amax(1)  # [W, U]
+        values = torch.cat([self.top_value, window_max])
+        windows = torch.cat([self.top_window, torch.arange(len(units))[:, None].expand_as(window_max) + first_window])
+        top = values.topk(len(self.top_value), dim=0)
+        self.top_value = top.values
+        self.top_window = torch.where(top.values > 0, windows.gather(0, top.indices), -1)
+        flat, cls = units[valid], classes[valid]
+        self.n += len(flat)
+        self.class_count += cls.sum(0).double()
+        token, unit = firing(flat, self.unit_max, self.share).nonzero(as_tuple=True)
+        bins = (flat[token, unit] / self.unit_max[unit] * HIST_BINS).long().clamp(0, HIST_BINS - 1)
+        cell = unit * HIST_BINS + bins
+        in_best = (self.best[unit] >= 0) & cls[token, self.best[unit].clamp(min=0)]
+        self.hist_all.view(-1).index_add_(0, cell, torch.ones(len(cell), dtype=torch.float64))
+        self.hist_in.view(-1).index_add_(0, cell, in_best.double())
+        if self.per_class is not None:
+            self.per_class.index_add_(0, unit, cls[token].double())
+
+    def scores(self) -> dict[str, Tensor]:
+        """Per unit [U]: precision, recall, lift and log-likelihood ratio of its proxy (NaN where it
+        has none or never fires), its firing tokens and density."""
+        both, fires = self.hist_in.sum(1), self.hist_all.sum(1)
+        has = self.best >= 0
+        cls = torch.where(has, self.class_count[self.best.clamp(min=0)], math.nan)
+        base = cls / self.n
+        precision = torch.where(has & (fires > 0), both / fires, math.nan)
+        recall = torch.where(has & (cls > 0), both / cls, math.nan)
+        # log P(fires | class) / P(fires | not), counts smoothed by 0.5
+        llr = ((both + 0.5) / (cls + 1)).log() - ((fires - both + 0.5) / (self.n - cls + 1)).log()
         return {
-            "best_proxy": torch.where(all_fires > 0, best, -1),
-            "precision": pick(precision).float(),
-            "recall": pick(recall).float(),
-            "f1": pick(f1).float(),
-            "llr": (p_in / p_out).log().float(),
-            "density": (all_fires / self.n).float(),
+            "precision": precision.float(),
+            "recall": recall.float(),
+            "base_rate": base.float(),
+            "lift": (precision / base).float(),
+            "llr": torch.where(has, llr, math.nan).float(),
+            "fires": fires.float(),
+            "density": (fires / max(self.n, 1)).float(),
         }
 
-    def best_class_hist(self, best: Tensor) -> tuple[Tensor, Tensor]:
-        """(tokens in the best class, all firing tokens) per activation bin: two [U, HIST_BINS]."""
-        hist = self.class_hist.view(-1, HIST_BINS, self.class_hist.shape[1])
-        inside = hist.gather(2, best.clamp(min=0)[:, None, None].expand(-1, HIST_BINS, 1))[..., 0]
-        return inside.float(), hist[..., -1].float()
+    def specific_classes(self, thresholds: CheckThresholds) -> Tensor:
+        """bool [C]: some unit passes specificity for the class (needs per_class)."""
+        precision = (self.per_class / self.hist_all.sum(1, keepdim=True)).nan_to_num(0.0)
+        base = self.class_count / max(self.n, 1)
+        return ((precision >= thresholds.specificity) & (precision >= thresholds.lift * base[None, :])).any(0)
+
+
+class Correlations:
+    """Streaming Pearson r of every unit with every column of a second set (the layer's neurons, or
+    the other run's features): sums over tokens, `update` per batch, `result` at the end."""
+
+    def __init__(self, n_units: int, width: int):
+        f64 = torch.float64
+        self.n = 0
+        self.su, self.su2 = torch.zeros(n_units, dtype=f64), torch.zeros(n_units, dtype=f64)
+        self.sv, self.sv2 = torch.zeros(width, dtype=f64), torch.zeros(width, dtype=f64)
+        self.cross = torch.zeros(n_units, width, dtype=f64)
+
+    def update(self, units: Tensor, values: Tensor) -> None:
+        """units [T, U] (mostly zero), values [T, width]."""
+        units, values = units.float().cpu(), values.float().cpu()
+        self.n += len(units)
+        self.su += units.sum(0).double()
+        self.su2 += units.pow(2).sum(0).double()
+        self.sv += values.sum(0).double()
+        self.sv2 += values.pow(2).sum(0).double()
+        self.cross += torch.sparse.mm(_sparse_t(units), values).double()
+
+    def result(self) -> Tensor:
+        """Pearson r [units, width]; 0 where a side is constant."""
+        n = self.n
+        cov = self.cross - self.su[:, None] * self.sv[None, :] / n
+        var_u = (self.su2 - self.su**2 / n).clamp(min=0)
+        var_v = (self.sv2 - self.sv**2 / n).clamp(min=0)
+        return (cov / (var_u[:, None] * var_v[None, :]).sqrt()).nan_to_num(0.0).float()
+
+
+def next_token_counts(ids: Tensor, classes: Tensor, valid: Tensor, vocab: int) -> tuple[Tensor, Tensor]:
+    """How often each token follows each class: ([C, vocab] counts after class positions, [vocab]
+    counts after any position) over windows ids [W, pos] with classes bool [W, pos, C] (positions
+    whose next position is valid, valid bool [W, pos])."""
+    has_next = valid[:, :-1] & valid[:, 1:]
+    following = ids[:, 1:][has_next]
+    after = classes[:, :-1][has_next].double()  # [T, C]
+    counts = torch.zeros(classes.shape[-1], vocab, dtype=torch.float64).index_add_(1, following, after.T)
+    return counts, torch.bincount(following, minlength=vocab).double()
+
+
+def predicted_tokens(after_class: Tensor, after_any: Tensor, n_tokens: int, min_count: int = 5) -> Tensor:
+    """The tokens each class predicts: [C, n_tokens] ids (-1 padding), the tokens seen at least
+    min_count times after the class whose frequency there most exceeds their frequency overall
+    (log lift > 0), from next_token_counts' after_class [C, V] and after_any [V]."""
+    p_after = after_class / after_class.sum(1, keepdim=True).clamp(min=1)
+    p_any = after_any / after_any.sum().clamp(min=1)
+    lift = (p_after / p_any[None, :]).log().nan_to_num(-math.inf, -math.inf, -math.inf)
+    lift = lift.masked_fill(after_class < min_count, -math.inf)
+    top = lift.topk(min(n_tokens, lift.shape[1]), dim=1)
+    return torch.where(top.values > 0, top.indices, -1)
+
+
+def class_logprob(logits: Tensor, tokens: Tensor) -> Tensor:
+    """log p(any of tokens) [R, pos] from logits [R, pos, V] and tokens [R, P] (-1 padding; a row
+    with none gives -inf)."""
+    logits = logits.float()
+    picked = logits.gather(2, tokens.clamp(min=0)[:, None, :].expand(-1, logits.shape[1], -1))
+    picked = picked.masked_fill((tokens < 0)[:, None, :], -math.inf)
+    return picked.logsumexp(-1) - logits.logsumexp(-1)
+
+
+def logit_scores(
+    directions: Tensor, readout: Tensor, tokens: Tensor | None = None, top: int = 10, chunk: int = 512
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Each unit's direct effect on the logits, directions [U, d] @ readout [d, V] (for a model: W_out
+    @ W_U with the final norm's scale folded in), in chunks of units (never [U, V] at once). Returns
+    (top token ids, their weights, bottom ids, their weights), each [U, top], and the share of the
+    unit's predicted tokens tokens [U, P] (-1 padding) among its n most promoted tokens, n the number
+    it has (NaN where it has none; chance is n / V)."""
+    out: list[list[Tensor]] = [[], [], [], [], []]
+    readout = readout.float()
+    for a in range(0, len(directions), chunk):
+        effect = directions[a : a + chunk].float().to(readout.device) @ readout  # [u, V]
+        hi, lo = effect.topk(top, dim=1), (-effect).topk(top, dim=1)
+        share = torch.full((len(effect),), math.nan)
+        if tokens is not None:
+            mine = tokens[a : a + chunk].to(readout.device)
+            n = (mine >= 0).sum(1)
+            # a predicted token is among the n most promoted when its weight reaches the n-th largest
+            ranked = effect.topk(max(int(n.max()), 1), dim=1).values
+            nth = ranked.gather(1, (n - 1).clamp(min=0)[:, None])
+            inside = (effect.gather(1, mine.clamp(min=0)) >= nth) & (mine >= 0)
+            share = torch.where(n > 0, inside.sum(1) / n.clamp(min=1), math.nan).cpu()
+        for lst, t in zip(out, (hi.indices, hi.values, lo.indices, -lo.values, share)):
+            lst.append(t.cpu())
+    return tuple(torch.cat(t) for t in out)
 
 
 def decoder_neuron_share(w_dec: Tensor) -> tuple[Tensor, Tensor]:
@@ -143,72 +270,28 @@ def best_match(matrix: Tensor) -> tuple[Tensor, Tensor]:
     return top.indices, top.values
 
 
-def logit_weights(
-    directions: Tensor, w_out: Tensor, w_u: Tensor, top: int = 10
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Each unit's direct effect on the logits: directions [U, d_mlp] @ W_out [d_mlp, d_model] @ W_U
-    [d_model, vocab] (the final norm's scale folded into W_U). Returns (top token ids, their weights,
-    bottom token ids, their weights), each [U, top]."""
-    effect = directions.float() @ w_out.float() @ w_u.float()
-    hi, lo = effect.topk(top, dim=1), (-effect).topk(top, dim=1)
-    return hi.indices, hi.values, lo.indices, -lo.values
-
-
 def target_logprobs(logits: Tensor, ids: Tensor) -> Tensor:
     """log p(ids[:, t + 1]) [batch, pos - 1] from logits [batch, pos, vocab] of ids [batch, pos]."""
     logits = logits[:, :-1].float()
     return logits.gather(2, ids[:, 1:, None])[..., 0] - logits.logsumexp(-1)  # no full log_softmax: 2x faster
 
 
-@torch.no_grad()
-def next_token_logprobs(model: HookedModel, ids: Tensor, edit: dict | None = None) -> Tensor:
-    """log p(ids[:, t + 1] | ids[:, :t + 1]) [batch, pos - 1] of ids [batch, pos], with `edit` applied."""
-    return target_logprobs(model.run([], input_ids=ids, return_logits=True, edit=edit)["logits"], ids)
-
-
-@torch.no_grad()
-def ablation_effects(
-    model: HookedModel,
-    layer: int,
-    ids: Tensor,
-    fires: Tensor,
-    edited: Callable[[slice], Tensor],
-    base: Tensor,
-    batch_size: int = 32,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The downstream effect of removing one unit per row of ids [R, pos].
-
-    edited(rows) -> [len(rows), pos, d_mlp] is what mlp.{layer} reads with the row's unit removed
-    (e.g. the SAE's reconstruction minus the unit's decoder row times its activation); base [R,
-    pos - 1] the next-token log-probs without the removal; fires [R, pos] where the unit fires.
-    Returns per row (mean Δ log p, mean |Δ log p|, number of positions) of the actual next token
-    over the positions where the unit fires (the last has no next token); NaN where it fires nowhere."""
-    hook = f"mlp.{layer}"
-    model.check_hook(hook)
-    out = torch.full((3, len(ids)), math.nan)
-    for b in range(0, len(ids), batch_size):
-        rows = slice(b, b + batch_size)
-        replacement = edited(rows).to(model.device)
-        logprob = next_token_logprobs(model, ids[rows].to(model.device), {hook: lambda acts, r=replacement: r}).cpu()
-        delta = logprob - base[rows]
-        mask = fires[rows, :-1].float()
-        count = mask.sum(1)
-        out[0, rows] = (delta * mask).sum(1) / count
-        out[1, rows] = (delta.abs() * mask).sum(1) / count
-        out[2, rows] = count
-    return out[0], out[1], out[2]
-
-
 def passes(values: dict[str, Tensor], thresholds: CheckThresholds) -> dict[str, Tensor]:
-    """Per check, bool [U] whether each unit passes; a check whose value is absent (NaN: not
-    applicable, e.g. not-a-neuron for neurons) is False. values: specificity (precision),
-    sensitivity (recall), downstream (mean |Δ log p|), not_a_neuron (max |r| with a neuron),
-    universality (best r with the other dictionary)."""
+    """Per check, bool [U] whether each unit passes; a value that is absent (NaN: not measured or not
+    applicable) fails. values: precision, lift, recall, downstream (Δ log p of the class's predicted
+    tokens when removed: passes at or below -threshold), neuron_specific (bool: a neuron passes
+    specificity for the unit's proxy; NaN-free, absent for neurons), universality (best r)."""
     t = thresholds
-    return {
-        "specificity": values["specificity"] >= t.specificity,
-        "sensitivity": values["sensitivity"] >= t.sensitivity,
-        "downstream": values["downstream"] >= t.downstream,
-        "not_a_neuron": values["not_a_neuron"] < t.not_a_neuron,  # NaN compares False
+    specific = (values["precision"] >= t.specificity) & (values["lift"] >= t.lift)
+    out = {
+        "specificity": specific,
+        "sensitivity": values["recall"] >= t.sensitivity,
+        "downstream": (values["downstream"] <= -t.downstream)
+        & (values["layer_downstream"] <= -t.downstream)
+        & (values["downstream_share"] >= t.downstream_share),
+        "not_a_neuron": torch.zeros_like(specific),
         "universality": values["universality"] >= t.universality,
     }
+    if "neuron_specific" in values:
+        out["not_a_neuron"] = specific & ~values["neuron_specific"]
+    return out

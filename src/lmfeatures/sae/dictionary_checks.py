@@ -1,9 +1,13 @@
 """Seed 004's checks for every unit of every dictionary read at one MLP layer (SAE runs, the layer's
-neurons, controls): a scan of their units (one derived hook each), streaming proxy counts and
-correlations, logit weights and ablation effects, gathered into one table per dictionary. No file I/O.
+neurons, controls), gathered into one table per dictionary. No file I/O.
 
-    result = check_dictionaries(model, tokenizer, layer, dictionaries, windows, labels, params, seed)
-    result.tables["A"]    # one row per unit: statistics, the five checks' values, pass_* columns
+    found = check_dictionaries(reader, dictionaries, selection, check, class_names, thresholds)
+    found.tables["A"]    # one row per unit: statistics, the checks' values, pass_* columns
+
+The layer is seen through a reader: `ModelReader` for a model (its mlp.L activations, and its logits
+with what mlp.L reads replaced), `lmfeatures.sae.planted.PlantedReader` for the planted ground truth.
+The selection windows choose each unit's best proxy and the tokens each class predicts; the check
+windows score them (lmfeatures.sae.checks).
 """
 
 from __future__ import annotations
@@ -11,29 +15,33 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from lmfeatures.lm.display import token_text
 from lmfeatures.lm.hooks import HookedModel
 from lmfeatures.sae.checks import (
     CHECKS,
-    CheckAccumulator,
+    SAE_ONLY,
     CheckThresholds,
-    ablation_effects,
+    Correlations,
+    ProxyScores,
+    ProxySelection,
     best_match,
+    class_logprob,
     decoder_neuron_share,
-    logit_weights,
-    next_token_logprobs,
+    firing,
+    logit_scores,
+    next_token_counts,
     passes,
+    predicted_tokens,
 )
-from lmfeatures.sae.evaluate import EVAL_BATCH, text_windows, valid_positions
-from lmfeatures.sae.proxies import document_labels
+from lmfeatures.sae.evaluate import EVAL_BATCH, text_windows
+from lmfeatures.sae.proxies import document_labels, frequent_tokens, token_class_name, token_classes
 from lmfeatures.sae.sae import SparseAutoencoder
-from lmfeatures.scan.scan import DerivedHook, ScanConfig, Windows
-from lmfeatures.scan.scan import scan as run_scan
+from lmfeatures.scan.scan import Windows
 
 NEURONS = "neurons"  # the dictionary of the layer's neurons
 
@@ -45,214 +53,298 @@ def other_run(run: str) -> str:
     return f"{kind}{dash}{'B' if letter == 'A' else 'A'}"
 
 
-def labelled_windows(tokenizer, texts: list[str], proxies: list[str], context_length: int, max_tokens: int, seed: int):
-    """Held-out windows (text_windows: a seeded sample of the split) and their proxy labels bool
-    [windows, pos, classes]."""
+@dataclass
+class CheckWindows:
+    """Windows with their class labels: ids [W, pos], valid bool [W, pos] (the positions counted),
+    classes bool [W, pos, C]."""
+
+    ids: Tensor
+    valid: Tensor
+    classes: Tensor
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def labelled_windows(
+    tokenizer, texts: list[str], proxies: list[str], context_length: int, max_tokens: int, seed: int
+) -> tuple[Windows, CheckWindows]:
+    """A seeded sample of the split's windows (text_windows, as the scan takes them) and the same
+    windows labelled with the hand classes."""
     windows = text_windows(tokenizer, texts, context_length, max_tokens, seed)
     used = windows.doc.unique().tolist()  # label only the documents the token budget reaches
     _, used_labels = document_labels(tokenizer, [texts[d] for d in used], proxies)
     labels = dict(zip(used, used_labels))
-    window_labels = torch.stack(
+    classes = torch.stack(
         [labels[d][s : s + context_length] for d, s in zip(windows.doc.tolist(), windows.start.tolist())]
     )
-    return windows, window_labels
+    valid = torch.arange(context_length)[None, :] >= windows.valid_from[:, None]
+    return windows, CheckWindows(windows.ids, valid, classes)
+
+
+def add_token_classes(windows: CheckWindows, class_tokens: Tensor) -> CheckWindows:
+    """The windows with one more class per token id of class_tokens (after the hand classes)."""
+    return CheckWindows(
+        windows.ids, windows.valid, torch.cat([windows.classes, token_classes(windows.ids, class_tokens)], -1)
+    )
+
+
+def class_names(tokenizer, proxies: list[str], class_tokens: Tensor) -> list[str]:
+    return [*proxies, *(token_class_name(token_text(tokenizer, [t])) for t in class_tokens.tolist())]
+
+
+def frequent_class_tokens(windows: CheckWindows, min_tokens: int, max_classes: int) -> Tensor:
+    return frequent_tokens(windows.ids[windows.valid], min_tokens, max_classes)
+
+
+class ModelReader:
+    """A model's mlp.{layer}: its activations, and its logits with what the layer reads replaced."""
+
+    def __init__(self, hooked: HookedModel, layer: int):
+        self.hooked, self.hook = hooked, f"mlp.{layer}"
+        hooked.check_hook(self.hook)
+        self.d_mlp, self.device = hooked.d_mlp, hooked.device
+        self.layer = layer
+
+    @torch.no_grad()
+    def acts(self, windows: CheckWindows, rows: Tensor) -> Tensor:
+        """[len(rows), pos, d_mlp] on the device."""
+        return self.hooked.run([self.hook], input_ids=windows.ids[rows].to(self.device))[self.hook].float()
+
+    @torch.no_grad()
+    def logits(self, windows: CheckWindows, rows: Tensor, reads: Tensor) -> Tensor:
+        """[len(rows), pos, vocab] with the layer's output computed from `reads` [len(rows), pos, d_mlp]."""
+        ids = windows.ids[rows].to(self.device)
+        return self.hooked.run([], input_ids=ids, return_logits=True, edit={self.hook: lambda acts: reads})["logits"]
+
+    @torch.no_grad()
+    def readout(self) -> Tensor:
+        """[d_mlp, vocab]: W_out @ W_U, the final norm's scale folded in (the direct path to the logits)."""
+        return (
+            self.hooked.mlp_out_weight(self.layer).detach().float() @ self.hooked.folded_unembedding().detach().float()
+        )
 
 
 def _encode(sae: SparseAutoencoder | None):
     return (lambda acts: acts) if sae is None else sae.encode
 
 
+def _decode(sae: SparseAutoencoder | None):
+    return (lambda units: units) if sae is None else sae.decode
+
+
+def _batches(n: int, desc: str):
+    return tqdm(range(0, n, EVAL_BATCH), desc=desc, unit="batch", mininterval=2.0)
+
+
 @torch.no_grad()
-def _window_reads(
-    hooked: HookedModel, layer: int, ids: torch.Tensor, sae: SparseAutoencoder | None, row_window, row_unit
-):
-    """For windows ids [W, pos]: what mlp.{layer} reads normally [W, pos, d_mlp] (the SAE's
-    reconstruction, or the neurons themselves), the next-token log-probs with that [W, pos - 1],
-    and each row's unit's activation [R, pos] (row r: unit row_unit[r] in window row_window[r])."""
-    hook = f"mlp.{layer}"
-    reads, base = [], []
-    activation = torch.zeros(len(row_window), ids.shape[1])
-    for b in range(0, len(ids), EVAL_BATCH):
-        batch = ids[b : b + EVAL_BATCH].to(hooked.device)
-        acts = hooked.run([hook], input_ids=batch)[hook].float()
-        z = acts if sae is None else sae.encode(acts)
-        x = acts if sae is None else sae.decode(z)
-        base.append(next_token_logprobs(hooked, batch, {hook: lambda a, x=x: x}).cpu())
-        reads.append(x.cpu())
-        rows = ((row_window >= b) & (row_window < b + len(batch))).nonzero()[:, 0]
-        activation[rows] = z[(row_window[rows] - b).to(z.device), :, row_unit[rows].to(z.device)].cpu()
-    return reads and torch.cat(reads), base and torch.cat(base), activation
+def _unit_maxima(reader, dicts, windows: CheckWindows) -> dict[str, Tensor]:
+    maxima = {name: torch.zeros(reader.d_mlp if sae is None else sae.d_sae) for name, sae in dicts.items()}
+    for b in _batches(len(windows), "unit maxima"):
+        rows = torch.arange(b, min(b + EVAL_BATCH, len(windows)))
+        x = reader.acts(windows, rows)[windows.valid[rows].to(reader.device)]
+        for name, sae in dicts.items():
+            maxima[name] = torch.maximum(maxima[name], _encode(sae)(x).amax(0).cpu())
+    return maxima
 
 
-def _check_table(name, sae, other, acc, scan_result, windows, hooked, layer, tok, w_out, w_u, params) -> pd.DataFrame:
-    """One row per unit of a dictionary: its statistics, the five checks' values and whether it passes."""
-    thresholds = CheckThresholds(**params["thresholds"])
-    scores = acc.proxy_scores()
-    n_units = len(scores["density"])
-    live = scores["density"] > 0
-    directions = torch.eye(hooked.d_mlp) if sae is None else sae.W_dec.detach().cpu()
-    # downstream: remove each live unit on its top windows; what the model reads without the
-    # removal is computed once per window, so each (unit, window) row costs one forward pass
-    top_window = scan_result[f"{name}.top_window"][: params["ablation_windows"]]  # [n, units]
+@torch.no_grad()
+def _class_effects(reader, sae, windows, rows_window, rows_unit, rows_class, predicted, maxima, share, layer_mean):
+    """Per row (unit rows_unit[r] with proxy class rows_class[r] on window rows_window[r], sorted by
+    window), over the positions of the class where the unit fires: the mean change in log p(the
+    class's predicted tokens, predicted [C, P]) when the unit's part (activation x decoder row) is
+    removed from the layer's actual activations, the same when the whole layer is mean-ablated (its
+    activations replaced by layer_mean [d_mlp], their mean over the check windows), and the number
+    of those positions: three [R]."""
+    (effect, layer_effect), count = torch.full((2, len(rows_unit)), math.nan), torch.zeros(len(rows_unit))
+    directions = torch.eye(reader.d_mlp, device=reader.device) if sae is None else sae.W_dec.detach()
+    for b in range(0, len(rows_unit), EVAL_BATCH):
+        rows = slice(b, b + EVAL_BATCH)
+        shown, where = rows_window[rows].unique(return_inverse=True)
+        acts = reader.acts(windows, shown)
+        clean = reader.logits(windows, shown, acts)
+        ablated = reader.logits(windows, shown, layer_mean.to(acts.device).expand_as(acts))
+        where, unit = where.to(reader.device), rows_unit[rows].to(reader.device)
+        activation = _encode(sae)(acts)[where, :, unit]  # [r, pos]
+        on, cls = shown[where.cpu()], rows_class[rows]
+        removed = reader.logits(windows, on, acts[where] - activation[..., None] * directions[unit][:, None, :])
+        tokens = predicted[cls].to(reader.device)  # [r, P]
+        before = class_logprob(clean[where], tokens)
+        counted = firing(activation, maxima[unit.cpu()].to(reader.device)[:, None], share)
+        counted &= (windows.valid[on] & windows.classes[on, :, cls]).to(reader.device)
+        n = counted.sum(1)
+        for out, after in ((effect, removed), (layer_effect, ablated[where])):
+            delta = class_logprob(after, tokens) - before
+            out[rows] = torch.where(n > 0, (delta * counted).sum(1) / n.clamp(min=1), math.nan).cpu()
+        count[rows] = n.float().cpu()
+    return effect, layer_effect, count
+
+
+def _downstream(
+    reader, sae, windows, top_window, live, best, predicted, maxima, share, layer_mean
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per unit [U]: the downstream effect and the whole layer's (_class_effects), position-weighted
+    over its top windows top_window [n, U], and the number of positions; NaN for units that are not
+    live, have no proxy or whose class predicts no tokens."""
+    n_units = len(best)
+    has_tokens = (best >= 0) & (predicted[best.clamp(min=0)] >= 0).any(1)
     unit_ids = torch.arange(n_units)[None, :].expand_as(top_window)
-    keep = (top_window >= 0) & live[None, :]
-    rows_units, rows_windows = unit_ids[keep], top_window[keep]
-    shown, row_window = rows_windows.unique(return_inverse=True)
-    base_reads, base, activation = _window_reads(hooked, layer, windows.ids[shown], sae, row_window, rows_units)
-    w_dec = directions.float()
-
-    def edited(rows: slice) -> torch.Tensor:
-        return base_reads[row_window[rows]] - activation[rows, :, None] * w_dec[rows_units[rows]][:, None, :]
-
-    signed, magnitude, count = ablation_effects(
-        hooked, layer, windows.ids[rows_windows], activation > 0, edited, base[row_window]
+    keep = (top_window >= 0) & (live & has_tokens)[None, :]
+    order = top_window[keep].argsort(stable=True)  # rows sorted by window: a batch shares its forwards
+    rows_window, rows_unit = top_window[keep][order], unit_ids[keep][order]
+    effect, layer_effect, count = _class_effects(
+        reader, sae, windows, rows_window, rows_unit, best[rows_unit], predicted, maxima, share, layer_mean
     )
-    downstream = torch.full((n_units,), math.nan)
-    downstream_signed = torch.full((n_units,), math.nan)
-    weight = count.nan_to_num(0.0)
-    for target, values in ((downstream, magnitude), (downstream_signed, signed)):
-        total = torch.zeros(n_units).index_add_(0, rows_units, values.nan_to_num(0.0) * weight)
-        counts = torch.zeros(n_units).index_add_(0, rows_units, weight)
-        target[:] = torch.where(counts > 0, total / counts, math.nan)
-    top_ids, top_w, bottom_ids, bottom_w = logit_weights(directions, w_out.cpu(), w_u.cpu(), top=5)
-    frame = pd.DataFrame(
-        {
-            "unit": torch.arange(n_units).numpy(),
-            "live": live.numpy(),
-            "density": scores["density"].numpy(),
-            "max": scan_result[f"{name}.max"].numpy(),
-            "mean": scan_result[f"{name}.mean"].numpy(),
-            "best_proxy": [params["proxies"][i] if i >= 0 else None for i in scores["best_proxy"].tolist()],
-            "precision": scores["precision"].numpy(),
-            "recall": scores["recall"].numpy(),
-            "f1": scores["f1"].numpy(),
-            "llr": scores["llr"].numpy(),
-            "ablation_mean_abs": downstream.numpy(),
-            "ablation_mean": downstream_signed.numpy(),
-            "top_logits": [[token_text(tok, t) for t in row] for row in top_ids.tolist()],
-            "top_logit_weights": top_w.tolist(),
-            "bottom_logits": [[token_text(tok, t) for t in row] for row in bottom_ids.tolist()],
-            "bottom_logit_weights": bottom_w.tolist(),
-        }
-    )
-    nan = torch.full((n_units,), math.nan)
-    neuron_r = nan
-    if sae is not None:
-        corr = acc.correlation("neurons")
-        best_neuron, neuron_r = best_match(corr.abs())
-        top_neuron, top_share = decoder_neuron_share(directions)
-        frame["best_neuron"] = best_neuron.numpy()
-        frame["neuron_corr"] = neuron_r.numpy()
-        frame["decoder_top_neuron"] = top_neuron.numpy()
-        frame["decoder_top_share"] = top_share.numpy()
-    universality = nan
-    if other is not None:
-        match, universality = best_match(acc.correlation("other"))
-        cos_match, cos = best_match(directions @ other.W_dec.detach().cpu().T)
-        frame["other_unit"] = match.numpy()
-        frame["other_corr"] = universality.numpy()
-        frame["other_decoder_unit"] = cos_match.numpy()
-        frame["other_decoder_cos"] = cos.numpy()
-    inside, total = acc.best_class_hist(scores["best_proxy"])
-    frame["hist_in_proxy"] = inside.tolist()
-    frame["hist_all"] = total.tolist()
-    verdicts = passes(
-        {
-            "specificity": scores["precision"],
-            "sensitivity": scores["recall"],
-            "downstream": downstream,
-            "not_a_neuron": neuron_r,
-            "universality": universality,
-        },
-        thresholds,
-    )
-    for check in CHECKS:
-        frame[f"pass_{check}"] = (verdicts[check] & live).numpy()
-    applicable = [c for c in CHECKS if not (sae is None and c in ("not_a_neuron", "universality"))]
-    frame["pass_all"] = frame[[f"pass_{c}" for c in applicable]].all(axis=1)
-    return frame
+    positions = torch.zeros(n_units).index_add_(0, rows_unit, count)
+    means = []
+    for values in (effect, layer_effect):
+        total = torch.zeros(n_units).index_add_(0, rows_unit, values.nan_to_num(0.0) * count)
+        means.append(torch.where(positions > 0, total / positions, math.nan))
+    return means[0], means[1], positions
 
 
 @dataclass
 class DictionaryChecks:
-    """What check_dictionaries found: the scan of every dictionary's units (`scan_config`, `result`,
-    `window_max`, as the scan returns them), one check table per dictionary, each SAE's Pearson r
-    with the neurons {"{name}.neurons": [d_sae, d_mlp]}, and the token count of each proxy class."""
+    """What check_dictionaries found: one table per dictionary, each SAE's Pearson r with the neurons
+    {"{name}.neurons": [d_sae, d_mlp]}, each class's tokens in the check windows, each class's
+    predicted tokens [C, P] (-1 padding)."""
 
-    scan_config: ScanConfig
-    result: dict[str, torch.Tensor]
-    window_max: dict[str, np.ndarray]
     tables: dict[str, pd.DataFrame]
-    correlations: dict[str, torch.Tensor]
+    correlations: dict[str, Tensor]
     class_tokens: list[int]
+    predicted: Tensor
 
 
 def check_dictionaries(
-    hooked: HookedModel,
-    tok,
-    layer: int,
+    reader,
     dicts: dict[str, SparseAutoencoder | None],
-    windows: Windows,
-    labels: torch.Tensor,
-    params: dict,
-    seed: int,
-    desc: str = "dictionaries",
+    selection: CheckWindows,
+    check: CheckWindows,
+    names: list[str],
+    thresholds: CheckThresholds,
+    n_predicted: int = 20,
+    ablation_windows: int = 2,
+    vocab_text=str,
 ) -> DictionaryChecks:
-    """The five checks for every unit of every dictionary of one layer (`dicts`: {name: SAE, or None
-    for the neurons}) on `windows` with their proxy labels bool [windows, pos, classes]: a scan of
-    their units, streaming correlations and proxy counts, logit weights and ablation effects."""
-    hook = f"mlp.{layer}"
-    proxies = params["proxies"]
-    context_length = windows.ids.shape[1]
-    width = {name: hooked.d_mlp if sae is None else sae.d_sae for name, sae in dicts.items()}
-    derived = {name: DerivedHook(hook, _encode(sae), width[name]) for name, sae in dicts.items()}
-    scan_cfg = ScanConfig(context_length=context_length, kinds=[], batch_size=EVAL_BATCH, seed=seed)
-    result, window_max = run_scan(hooked, windows, scan_cfg, desc=f"scan {desc}", derived=derived)
-    maxima = {name: result[f"{name}.max"] for name in dicts}
-    others = {name: other_run(name) for name in dicts if name != NEURONS and other_run(name) in dicts}
-    accumulators = {
-        name: CheckAccumulator(
-            width[name], None if sae is None else hooked.d_mlp, width.get(others.get(name)), len(proxies), maxima[name]
-        )
-        for name, sae in dicts.items()
-    }
-    context = windows.ids.shape[1]
+    """The checks for every unit of every dictionary of one layer (`dicts`: {name: SAE, or None for
+    the neurons}): best proxies, unit maxima and the classes' predicted tokens from `selection`,
+    everything else from `check`; `names` the classes' names; vocab_text(id) -> a token's text."""
+    t = thresholds
+    maxima = _unit_maxima(reader, dicts, selection)
+    vocab = reader.readout().shape[1]
+    after_class, after_any = next_token_counts(selection.ids, selection.classes, selection.valid, vocab)
+    predicted = predicted_tokens(after_class, after_any, n_predicted)
+    n_classes = selection.classes.shape[-1]
+    chosen = {name: ProxySelection(maxima[name], n_classes, t.fire_share) for name in dicts}
     with torch.no_grad():
-        for b in tqdm(range(0, len(windows.ids), EVAL_BATCH), desc="checks", unit="batch", mininterval=2.0):
-            rows = slice(b, b + EVAL_BATCH)
-            acts = hooked.run([hook], input_ids=windows.ids[rows].to(hooked.device))[hook]
-            valid = valid_positions(windows, rows, context)
-            x = acts[valid.to(acts.device)].float()
-            units = {name: _encode(sae)(x) for name, sae in dicts.items()}
-            for name, acc in accumulators.items():
-                acc.update(
-                    units[name],
-                    labels[rows][valid],
-                    neurons=x if dicts[name] is not None else None,
-                    other=units.get(others.get(name)),
-                )
-    w_u = hooked.folded_unembedding().detach()
-    w_out = hooked.mlp_out_weight(layer).detach()
-    tables = {}
-    for name, sae in dicts.items():
-        tables[name] = _check_table(
-            name,
-            sae,
-            dicts.get(others.get(name)),
-            accumulators[name],
-            result,
-            windows,
-            hooked,
-            layer,
-            tok,
-            w_out,
-            w_u,
-            params,
-        )
+        for b in _batches(len(selection), "proxy selection"):
+            rows = torch.arange(b, min(b + EVAL_BATCH, len(selection)))
+            valid = selection.valid[rows]
+            x = reader.acts(selection, rows)[valid.to(reader.device)]
+            for name, sae in dicts.items():
+                chosen[name].update(_encode(sae)(x), selection.classes[rows][valid])
+    best, selection_f1 = {}, {}
+    for name, s in chosen.items():
+        best[name], selection_f1[name] = s.best()
+    others = {name: other_run(name) for name in dicts if name != NEURONS and other_run(name) in dicts}
+    scores = {
+        name: ProxyScores(maxima[name], best[name], n_classes, t.fire_share, ablation_windows, name == NEURONS)
+        for name in dicts
+    }
     correlations = {
-        f"{name}.neurons": accumulators[name].correlation("neurons").contiguous()
+        (name, key): Correlations(len(maxima[name]), len(maxima[name]) if key == "other" else reader.d_mlp)
         for name, sae in dicts.items()
         if sae is not None
+        for key in ("neurons", "other")
+        if key == "neurons" or name in others
     }
-    class_tokens = accumulators[next(iter(dicts))].class_count.tolist()
-    return DictionaryChecks(scan_cfg, result, window_max, tables, correlations, class_tokens)
+    layer_sum = torch.zeros(reader.d_mlp, dtype=torch.float64)
+    with torch.no_grad():
+        for b in _batches(len(check), "checks"):
+            rows = torch.arange(b, min(b + EVAL_BATCH, len(check)))
+            acts = reader.acts(check, rows)
+            units = {name: _encode(sae)(acts) for name, sae in dicts.items()}
+            valid = check.valid[rows]
+            for name in dicts:
+                scores[name].update(units[name], check.classes[rows], valid, b)
+            flat = {name: u[valid.to(u.device)] for name, u in units.items()}
+            x = acts[valid.to(acts.device)]
+            layer_sum += x.double().sum(0).cpu()
+            for (name, key), acc in correlations.items():
+                acc.update(flat[name], x if key == "neurons" else flat[others[name]])
+    layer_mean = (layer_sum / check.valid.sum()).float()
+    readout = reader.readout()
+    neuron_specific = scores[NEURONS].specific_classes(t) if NEURONS in dicts else None
+    tables = {}
+    for name, sae in dicts.items():
+        directions = torch.eye(reader.d_mlp, device=reader.device) if sae is None else sae.W_dec.detach()
+        score = scores[name].scores()
+        mine = best[name]
+        tokens = torch.where((mine >= 0)[:, None], predicted[mine.clamp(min=0)], -1)  # [U, P]
+        live = score["fires"] > 0
+        downstream, layer_downstream, positions = _downstream(
+            reader, sae, check, scores[name].top_window, live, mine, predicted, maxima[name], t.fire_share, layer_mean
+        )
+        downstream_share = torch.where(layer_downstream < 0, downstream / layer_downstream, math.nan)
+        top_ids, top_w, bottom_ids, bottom_w, logit_share = logit_scores(directions, readout, tokens)
+        frame = pd.DataFrame(
+            {
+                "unit": torch.arange(len(mine)).numpy(),
+                "live": live.numpy(),
+                "density": score["density"].numpy(),
+                "fires": score["fires"].numpy(),
+                "max": maxima[name].numpy(),
+                "best_proxy": [names[i] if i >= 0 else None for i in mine.tolist()],
+                "selection_f1": selection_f1[name].numpy(),
+                "precision": score["precision"].numpy(),
+                "base_rate": score["base_rate"].numpy(),
+                "lift": score["lift"].numpy(),
+                "recall": score["recall"].numpy(),
+                "llr": score["llr"].numpy(),
+                "predicted": [[vocab_text(i) for i in row if i >= 0] for row in tokens[:, :5].tolist()],
+                "downstream": downstream.numpy(),
+                "layer_downstream": layer_downstream.numpy(),
+                "downstream_share": downstream_share.numpy(),
+                "downstream_positions": positions.numpy(),
+                "logit_share": logit_share.numpy(),
+                "top_logits": [[vocab_text(i) for i in row] for row in top_ids.tolist()],
+                "top_logit_weights": top_w.tolist(),
+                "bottom_logits": [[vocab_text(i) for i in row] for row in bottom_ids.tolist()],
+                "bottom_logit_weights": bottom_w.tolist(),
+            }
+        )
+        values = {
+            "precision": score["precision"],
+            "lift": score["lift"],
+            "recall": score["recall"],
+            "downstream": downstream,
+            "layer_downstream": layer_downstream,
+            "downstream_share": downstream_share,
+            "universality": torch.full((len(mine),), math.nan),
+        }
+        if (name, "neurons") in correlations:
+            best_neuron, neuron_r = best_match(correlations[(name, "neurons")].result().abs())
+            top_neuron, top_share = decoder_neuron_share(directions.cpu())
+            frame["best_neuron"], frame["neuron_corr"] = best_neuron.numpy(), neuron_r.numpy()
+            frame["decoder_top_neuron"], frame["decoder_top_share"] = top_neuron.numpy(), top_share.numpy()
+        if neuron_specific is not None and sae is not None:
+            values["neuron_specific"] = (mine >= 0) & neuron_specific[mine.clamp(min=0)]
+            frame["neuron_specific"] = values["neuron_specific"].numpy()
+        if (name, "other") in correlations:
+            match, values["universality"] = best_match(correlations[(name, "other")].result())
+            cos_match, cos = best_match(directions.cpu() @ dicts[others[name]].W_dec.detach().cpu().T)
+            frame["other_unit"], frame["other_corr"] = match.numpy(), values["universality"].numpy()
+            frame["other_decoder_unit"], frame["other_decoder_cos"] = cos_match.numpy(), cos.numpy()
+        frame["hist_in_proxy"] = scores[name].hist_in.float().tolist()
+        frame["hist_all"] = scores[name].hist_all.float().tolist()
+        verdicts = passes(values, t)
+        for c in CHECKS:
+            frame[f"pass_{c}"] = (verdicts[c] & live).numpy()
+        applicable = [c for c in CHECKS if not (sae is None and c in SAE_ONLY)]
+        frame["pass_all"] = frame[[f"pass_{c}" for c in applicable]].all(axis=1)
+        tables[name] = frame
+    neuron_r = {
+        f"{name}.neurons": acc.result().contiguous() for (name, key), acc in correlations.items() if key == "neurons"
+    }
+    class_tokens = scores[next(iter(dicts))].class_count.long().tolist()
+    return DictionaryChecks(tables, neuron_r, class_tokens, predicted)

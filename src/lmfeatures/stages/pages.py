@@ -25,7 +25,7 @@ from lmfeatures.report.pages import (
     page_name,
     pruning_page_section,
 )
-from lmfeatures.sae.checks import logit_weights
+from lmfeatures.sae.checks import logit_scores
 from lmfeatures.scan.neurons import Neuron, direct_logit_effect, token_activations
 from lmfeatures.store.epo import read_frontier
 from lmfeatures.store.models import load_model
@@ -172,7 +172,7 @@ def sae_pages(
     run = Path(run_dir).name
     table = read_checks(checks_dir)[run].set_index("unit")
     scan = load_checks_scan(checks_dir, model_dir)
-    chosen = page_features(table.reset_index(), n_pages, thresholds["specificity"])
+    chosen = page_features(table.reset_index(), n_pages)
     windows: dict[int, list[int]] = {}
     for u in chosen:
         shown = (
@@ -189,9 +189,8 @@ def sae_pages(
             acts.append(sae.encode(x.float())[..., chosen].cpu())
     acts = torch.cat(acts) if acts else torch.zeros(0)
     w_u = hooked.folded_unembedding().detach().cpu()
-    top_ids, top_w, bottom_ids, bottom_w = logit_weights(
-        sae.W_dec[chosen].cpu(), hooked.mlp_out_weight(layer).detach().cpu(), w_u
-    )
+    readout = hooked.mlp_out_weight(layer).detach().cpu().float() @ w_u.float()
+    top_ids, top_w, bottom_ids, bottom_w, _ = logit_scores(sae.W_dec[chosen].detach().cpu(), readout)
     pages, rows = {}, []
     for j, u in enumerate(chosen):
         unit = FeatureUnit(run, layer, u)

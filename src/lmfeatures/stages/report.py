@@ -22,6 +22,9 @@ from lmfeatures.report.render import render, report_path
 from lmfeatures.report.sae import (
     evaluation_table,
     matched_features,
+    pass_rates,
+    planted_rates,
+    rates_figure,
     sae_section,
     specificity_figure,
     universality_figure,
@@ -32,7 +35,7 @@ from lmfeatures.store.data import load_tokenizer
 from lmfeatures.store.epo import load_runs, read_compare, read_frontier
 from lmfeatures.store.prune import load_evaluations, read_predictors, read_table, skipped_neurons
 from lmfeatures.store.report import write_csv, write_numbers, write_text
-from lmfeatures.store.sae import read_checks, read_paged, read_proxies
+from lmfeatures.store.sae import read_checks, read_paged, read_planted, read_proxies
 from lmfeatures.store.sae import read_evaluation as read_sae_evaluation
 from lmfeatures.store.scans import load_scan
 from lmfeatures.store.selection import read_selection
@@ -162,7 +165,9 @@ def sae_summary(
     run_dirs: list[str],
     checks_dirs: list[str],
     pages: str,
+    planted: str,
     evaluation: str,
+    rates: str,
     scatter: str,
     specificity: str,
     section: str,
@@ -187,11 +192,15 @@ def sae_summary(
         panels.append((model, "random-A", "random-decoder SAE A"))
     if twin and (twin, "A") in checks:
         panels.append((twin, "A", f"SAE A of {twin}"))
+    planted_checks = read_planted(planted)
     write_csv(evaluation, evaluation_table(evaluations))
+    rates_figure(pass_rates(checks, model), planted_rates(*planted_checks), rates)
     universality_figure(checks, panels, sae_params["thresholds"], scatter)
     specificity_figure(matched_features(checks[(model, "A")]), specificity)
-    figures = {"scatter": "sae/universality.png", "specificity": "sae/specificity.png"}
-    sae_section(evaluations, checks, model, twin, sae_params, class_tokens, page_links, figures, section)
+    figures = {"rates": "sae/pass_rates.png", "scatter": "sae/universality.png", "specificity": "sae/specificity.png"}
+    sae_section(
+        evaluations, checks, planted_checks, model, twin, sae_params, class_tokens, page_links, figures, section
+    )
 
 
 def report(

@@ -4,7 +4,10 @@
              training_log.json and evaluation.json
 checks/      {dictionary}.parquet (one check table per dictionary), scan/ (the scan of every
              dictionary's units, lmfeatures.store.scans), neuron_correlations.safetensors
-             ({"{run}.neurons": [d_sae, d_mlp] Pearson r}), proxies.json (classes, token counts)
+             ({"{run}.neurons": [d_sae, d_mlp] Pearson r}), proxies.json (classes, their tokens in the
+             check windows, their predicted tokens)
+planted/     the planted ground truth: {dictionary}.parquet, planted.json (planted classes, each run's
+             recovery of their directions), proxies.json
 pages/       {run}/F{unit}.html and index.html, pages.json ({run: [paged units]})
 """
 
@@ -73,6 +76,22 @@ def write_checks(folder: str | Path, scan: tuple, tables: dict[str, pd.DataFrame
         table.to_parquet(folder / f"{name}.parquet")
     save_file(correlations, str(folder / "neuron_correlations.safetensors"))
     write_json(folder / "proxies.json", proxies)
+
+
+def write_planted(folder: str | Path, tables: dict[str, pd.DataFrame], summary: dict, proxies: dict) -> None:
+    """A planted folder: the check table of each dictionary, planted.json (the planted classes and
+    each run's recovery of their directions) and proxies.json."""
+    folder = Path(folder)
+    for name, table in tables.items():
+        table.to_parquet(folder / f"{name}.parquet")
+    write_json(folder / "planted.json", summary)
+    write_json(folder / "proxies.json", proxies)
+
+
+def read_planted(planted_dir: str | Path) -> tuple[dict[str, pd.DataFrame], dict]:
+    """(check tables by dictionary, planted.json) of a planted folder."""
+    folder = Path(planted_dir)
+    return read_checks(folder), read_json(folder / "planted.json")
 
 
 def load_checks_scan(checks_dir: str | Path, model_dir: str | Path) -> Scan:
