@@ -251,7 +251,7 @@ def test_sae_runs_checks_pages_and_report_section(run):
     assert len(pages) == 4 and (sae / "micro-a" / "L0" / "pages" / "A" / f"F{pages[0]}.html").is_file()
     html = " ".join((run / "results" / "report" / "index.html").read_text().split())
     assert "Sparse autoencoder features" in html and "Seed 004 found full-stop" in html
-    assert "neurons of micro-a" in html and "Against the layer's neurons" in html and "Planted ground truth" in html
+    assert "neurons of micro-a" in html and "Against the layer’s neurons" in html and "Planted ground truth" in html
     assert "Checks that separate trained from random-decoder on planted data" in html
     assert "a context-free layer" in html and "sae.allow_context_free" in html
     neuron_pages = list((run / "results" / "neurons" / "micro-a").glob("L0N*.html"))

@@ -289,7 +289,10 @@ def correlated_features_section(features: list[tuple[int, float, str | None]]) -
 
 
 def _value(value) -> str:
-    return "" if value is None or value != value else f"{value:.3f}"
+    """A check table's number; NaN (not measured) as n/a."""
+    if value is None:
+        return ""
+    return "n/a" if value != value else f"{value:.3f}"
 
 
 def feature_checks_section(row: dict, thresholds: dict) -> str:

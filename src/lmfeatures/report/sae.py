@@ -14,9 +14,11 @@ from lmfeatures.sae.checks import CHECKS, SAE_ONLY
 from lmfeatures.stats import wilson_interval
 from lmfeatures.store.report import write_text
 
+SCATTER_PROXIES = 9  # the most common proxies among the specific features get a colour of their own
 DOCUMENT_FEATURES = (".", "for", "else", "import")  # the seed document's four features
 SHARED_CHECKS = tuple(c for c in CHECKS if c not in SAE_ONLY)  # the checks that apply to neurons too
 PLANTED_RUNS = ("A", "B", "random-A", "random-B", "neurons")
+PLANTED_NEURONS = "neurons (planted: the coordinates)"
 RECOVERED_COSINE = 0.9  # a planted direction is recovered when a decoder row is at least this close
 
 
@@ -101,7 +103,7 @@ def planted_rates(tables: dict[str, pd.DataFrame], summary: dict) -> pd.DataFram
             continue
         cosines = np.asarray(summary["recovery"][name]["cosine"]) if name in summary["recovery"] else None
         row = {
-            "dictionary": name
+            "dictionary": PLANTED_NEURONS
             if name == "neurons"
             else ("random-decoder SAE " if "random" in name else "SAE ") + name.removeprefix("random-"),
             "name": name,
@@ -141,17 +143,19 @@ def universality_figure(
     fig, axes = plt.subplots(
         1, len(panels), figsize=(max(8, 4.2 * len(panels)), 4.4), sharex=True, sharey=True, squeeze=False
     )
-    matched_proxies = sorted(
-        {p for model, name, _ in panels for p in checks[(model, name)].query("pass_specificity")["best_proxy"].dropna()}
-    )
-    colours = dict(zip(matched_proxies, plt.cm.tab20(np.linspace(0, 1, max(len(matched_proxies), 1)))))
+    matched = pd.concat([checks[(model, name)].query("pass_specificity")["best_proxy"] for model, name, _ in panels])
+    common = matched.value_counts().index[:SCATTER_PROXIES].tolist()  # coloured; the other proxies in one colour
+    colours = dict(zip(common, plt.cm.tab10([0, 1, 2, 3, 4, 5, 6, 8, 9])))  # tab10 without its grey
     for ax, (model, name, title) in zip(axes[0], panels):
         t = checks[(model, name)]
         t = t[t["live"]]
         rest = t[~t["pass_specificity"]]
         ax.scatter(rest["neuron_corr"], rest["other_corr"], s=5, c="#bbbbbb", alpha=0.5, label="other features")
-        for proxy, group in t[t["pass_specificity"]].groupby("best_proxy"):
-            ax.scatter(group["neuron_corr"], group["other_corr"], s=14, color=colours[proxy], label=repr(proxy))
+        specific = t[t["pass_specificity"]]
+        others = specific[~specific["best_proxy"].isin(common)]
+        ax.scatter(others["neuron_corr"], others["other_corr"], s=10, c="#555555", label="other proxies")
+        for proxy, group in specific[specific["best_proxy"].isin(common)].groupby("best_proxy"):
+            ax.scatter(group["neuron_corr"], group["other_corr"], s=14, color=colours[proxy], label=str(proxy))
         ax.axhline(thresholds["universality"], color="k", lw=0.8, ls="--")
         ax.set(title=title, xlabel="max |r| with a neuron", xlim=(0, 1.02), ylim=(-0.05, 1.02))
     axes[0][0].set_ylabel("best r with the other run")
@@ -311,8 +315,9 @@ def sae_section(
     matched = matched_features(a)
     lines += [
         f"![Each live feature's largest |r| with a neuron (x) against its best r with a feature of the other run "
-        f"(y), one panel per SAE; dashed: the universality threshold. Coloured: features passing specificity, by "
-        f"their proxy.]({figures['scatter']}){{#fig-sae-universality}}",
+        f"(y), one panel per SAE; dashed: the universality threshold. Coloured: features passing specificity, "
+        f"by their proxy (the {SCATTER_PROXIES} most common; dark grey: the others).]({figures['scatter']})"
+        "{#fig-sae-universality}",
         "",
         "**The document's features.** Seed 004 found full-stop, `for`, `else` and `import` features in an "
         "open SAE on a 1-layer model. Ours (run A, the feature with the best selection F1 for each proxy):",
