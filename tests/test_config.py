@@ -100,7 +100,7 @@ def test_default_and_test_configs_validate_and_fill_defaults():
         (lambda c: c["sae"].update(thresholds={"universality": 2}), "'sae.thresholds.universality'"),
         (lambda c: c["sae"].update(thresholds={"not_a_neuron": 0.5}), "'sae.thresholds.not_a_neuron': unknown key"),
         (
-            lambda c: c["sae"].update(planted={"expansion": 1}),
+            lambda c: c["sae"].update(planted={"expansion": 1, "directions": 300}),
             "'sae.planted.expansion': the planted SAEs' d_sae = 256 (expansion x d_mlp) must exceed",
         ),
         (

@@ -231,7 +231,8 @@ def check_dictionaries(
     everything else from `check`; `names` the classes' names; vocab_text(id) -> a token's text."""
     t = thresholds
     maxima = _unit_maxima(reader, dicts, selection)
-    vocab = reader.readout().shape[1]
+    readout = reader.readout()  # [d_mlp, vocab]: the direct path to the logits
+    vocab = readout.shape[1]
     after_class, after_any = next_token_counts(selection.ids, selection.classes, selection.valid, vocab)
     predicted = predicted_tokens(after_class, after_any, n_predicted)
     n_classes = selection.classes.shape[-1]
@@ -273,7 +274,6 @@ def check_dictionaries(
             for (name, key), acc in correlations.items():
                 acc.update(flat[name], x if key == "neurons" else flat[others[name]])
     layer_mean = (layer_sum / check.valid.sum()).float()
-    readout = reader.readout()
     neuron_specific = scores[NEURONS].specific_classes(t) if NEURONS in dicts else None
     tables = {}
     for name, sae in dicts.items():
