@@ -23,7 +23,14 @@ from lmfeatures.sae.checks import (
     passes,
     predicted_tokens,
 )
-from lmfeatures.sae.dictionary_checks import NEURONS, CheckWindows, ModelReader, _class_effects, check_dictionaries
+from lmfeatures.sae.dictionary_checks import (
+    NEURONS,
+    CheckWindows,
+    ModelReader,
+    _class_effects,
+    check_dictionaries,
+    class_predictions,
+)
 from lmfeatures.sae.planted import PlantedConfig, PlantedReader, plant, planted_windows, recovery
 from lmfeatures.sae.proxies import ProxyError, check_proxies, frequent_tokens, proxy_labels, token_classes
 from lmfeatures.sae.sae import SAEConfig, train_sae
@@ -297,8 +304,7 @@ def planted_checks():
     background ones in R^64, k = 4), checked with the planted readout."""
     d, k, vocab = 64, 4, 300
     selection, check = _planted_windows(600, 1, vocab), _planted_windows(300, 2, vocab)
-    after_class, after_any = next_token_counts(selection.ids, selection.classes, selection.valid, vocab)
-    predicted = predicted_tokens(after_class, after_any, 20)
+    predicted, after_any = class_predictions(selection, vocab, 20)
     planted = plant(selection, predicted, d, k, after_any, PlantedConfig(directions=24, background=64))
     train, held = planted_windows(planted, selection, 1), planted_windows(planted, check, 2)
     dicts = {}
@@ -307,8 +313,8 @@ def planted_checks():
         dicts[name] = train_sae(train.acts[train.valid], cfg)[0]
     dicts[NEURONS] = None
     names = [f"c{i}" for i in range(selection.classes.shape[-1])]
-    found = check_dictionaries(PlantedReader(planted), dicts, train, held, names, CheckThresholds())
-    return planted, dicts, found, [names[c] for c in planted.classes.tolist()]
+    found = check_dictionaries(PlantedReader(planted), dicts, train, held, names, predicted, CheckThresholds())
+    return planted, dicts, found, [names[c] for c in planted.classes.tolist()], predicted
 
 
 def _planted_pass_rates(table: pd.DataFrame, classes: list[str]) -> dict[str, float]:
@@ -321,7 +327,7 @@ def _planted_pass_rates(table: pd.DataFrame, classes: list[str]) -> dict[str, fl
 
 
 def test_a_trained_sae_recovers_the_planted_directions_and_passes(planted_checks):
-    planted, dicts, found, classes = planted_checks
+    planted, dicts, found, classes, predicted = planted_checks
     assert len(classes) == 24 and planted.background.shape == (64, 64)
     for name in ("A", "B"):
         _, cosine = recovery(planted.directions, dicts[name].W_dec.detach())
@@ -331,7 +337,7 @@ def test_a_trained_sae_recovers_the_planted_directions_and_passes(planted_checks
 
 
 def test_a_random_decoder_fails_the_decoder_checks_on_planted_data(planted_checks):
-    planted, dicts, found, classes = planted_checks
+    planted, dicts, found, classes, predicted = planted_checks
     for name in ("random-A", "random-B"):
         _, cosine = recovery(planted.directions, dicts[name].W_dec.detach())
         assert (cosine >= 0.9).float().mean() == 0
@@ -344,13 +350,14 @@ def test_a_random_decoder_fails_the_decoder_checks_on_planted_data(planted_check
 def test_the_best_proxy_is_chosen_on_the_selection_windows(planted_checks):
     """Checked on windows whose class labels are rotated by one, the units keep the proxies the
     selection windows gave them, and then fail specificity: nothing is selected on the scored data."""
-    planted, dicts, found, classes = planted_checks
+    planted, dicts, found, classes, predicted = planted_checks
     _, check = _planted_windows(600, 1), _planted_windows(300, 2)
     held = planted_windows(planted, check, 2)
     held.classes = held.classes.roll(1, dims=-1)
     train = planted_windows(planted, _planted_windows(600, 1), 1)
     names = [f"c{i}" for i in range(check.classes.shape[-1])]
-    rotated = check_dictionaries(PlantedReader(planted), {"A": dicts["A"]}, train, held, names, CheckThresholds())
+    reader = PlantedReader(planted)
+    rotated = check_dictionaries(reader, {"A": dicts["A"]}, train, held, names, predicted, CheckThresholds())
     before, after = found.tables["A"], rotated.tables["A"]
     assert after["best_proxy"].equals(before["best_proxy"])
     assert before["pass_specificity"].sum() > 20 and after["pass_specificity"].sum() == 0

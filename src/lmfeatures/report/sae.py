@@ -57,7 +57,7 @@ def _recovered(evaluation: dict) -> float:
     return evaluation["loss_recovered"] if gap >= MIN_ABLATION_GAP else float("nan")
 
 
-def _rate_row(live: pd.DataFrame, applicable: bool, sae_only_applicable: bool) -> dict:
+def _rate_row(live: pd.DataFrame, sae_only_applicable: bool) -> dict:
     """Per check (and 'shared' = the checks neurons can take, 'all' = all five) the share of `live`
     rows passing with its Wilson 95% interval and count; NaN where the check does not apply."""
     row = {"live": len(live)}
@@ -65,7 +65,7 @@ def _rate_row(live: pd.DataFrame, applicable: bool, sae_only_applicable: bool) -
     columns["shared"] = live[[f"pass_{c}" for c in SHARED_CHECKS]].all(axis=1)
     columns["all"] = live[[f"pass_{c}" for c in CHECKS]].all(axis=1)
     for check, passed in columns.items():
-        ok = applicable and (sae_only_applicable or check not in (*SAE_ONLY, "all"))
+        ok = sae_only_applicable or check not in (*SAE_ONLY, "all")
         share, lo, hi = wilson_interval(int(passed.sum()), len(live)) if ok else (np.nan,) * 3
         row |= {check: share, f"{check}_lo": lo, f"{check}_hi": hi, f"{check}_n": int(passed.sum()) if ok else np.nan}
     return row
@@ -78,7 +78,7 @@ def pass_rates(checks: dict[tuple[str, str], pd.DataFrame], trained_model: str) 
     rows = []
     for (model, name), table in checks.items():
         label = {"dictionary": dictionary_label(model, name, trained_model), "model": model, "name": name}
-        rows.append(label | _rate_row(table[table["live"]], True, name != "neurons"))
+        rows.append(label | _rate_row(table[table["live"]], name != "neurons"))
     return pd.DataFrame(rows)
 
 
@@ -110,7 +110,7 @@ def planted_rates(tables: dict[str, pd.DataFrame], summary: dict) -> pd.DataFram
             "recovered": np.nan if cosines is None else float((cosines >= RECOVERED_COSINE).mean()),
             "median cosine": np.nan if cosines is None else float(np.median(cosines)),
         }
-        rows.append(row | _rate_row(planted_features(tables[name], classes), True, name != "neurons"))
+        rows.append(row | _rate_row(planted_features(tables[name], classes), name != "neurons"))
     return pd.DataFrame(rows).rename(columns={"live": "classes"})
 
 

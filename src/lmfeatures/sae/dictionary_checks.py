@@ -129,20 +129,19 @@ def _encode(sae: SparseAutoencoder | None):
     return (lambda acts: acts) if sae is None else sae.encode
 
 
-def _decode(sae: SparseAutoencoder | None):
-    return (lambda units: units) if sae is None else sae.decode
-
-
-def _batches(n: int, desc: str):
-    return tqdm(range(0, n, EVAL_BATCH), desc=desc, unit="batch", mininterval=2.0)
+def _reads(reader, windows: CheckWindows, desc: str):
+    """Per batch of windows: (its first window, the layer's activations [w, pos, d_mlp], valid bool
+    [w, pos], classes bool [w, pos, C])."""
+    for b in tqdm(range(0, len(windows), EVAL_BATCH), desc=desc, unit="batch", mininterval=2.0):
+        rows = torch.arange(b, min(b + EVAL_BATCH, len(windows)))
+        yield b, reader.acts(windows, rows), windows.valid[rows], windows.classes[rows]
 
 
 @torch.no_grad()
 def _unit_maxima(reader, dicts, windows: CheckWindows) -> dict[str, Tensor]:
     maxima = {name: torch.zeros(reader.d_mlp if sae is None else sae.d_sae) for name, sae in dicts.items()}
-    for b in _batches(len(windows), "unit maxima"):
-        rows = torch.arange(b, min(b + EVAL_BATCH, len(windows)))
-        x = reader.acts(windows, rows)[windows.valid[rows].to(reader.device)]
+    for _, acts, valid, _ in _reads(reader, windows, "unit maxima"):
+        x = acts[valid.to(acts.device)]
         for name, sae in dicts.items():
             maxima[name] = torch.maximum(maxima[name], _encode(sae)(x).amax(0).cpu())
     return maxima
@@ -206,13 +205,18 @@ def _downstream(
 @dataclass
 class DictionaryChecks:
     """What check_dictionaries found: one table per dictionary, each SAE's Pearson r with the neurons
-    {"{name}.neurons": [d_sae, d_mlp]}, each class's tokens in the check windows, each class's
-    predicted tokens [C, P] (-1 padding)."""
+    {"{name}.neurons": [d_sae, d_mlp]}, each class's tokens in the check windows."""
 
     tables: dict[str, pd.DataFrame]
     correlations: dict[str, Tensor]
     class_tokens: list[int]
-    predicted: Tensor
+
+
+def class_predictions(selection: CheckWindows, vocab: int, n_predicted: int) -> tuple[Tensor, Tensor]:
+    """Each class's predicted tokens [C, n_predicted] (-1 padding) on the selection windows, and every
+    token's count as a next token there [vocab] (predicted_tokens, next_token_counts)."""
+    after_class, after_any = next_token_counts(selection.ids, selection.classes, selection.valid, vocab)
+    return predicted_tokens(after_class, after_any, n_predicted), after_any
 
 
 def check_dictionaries(
@@ -221,29 +225,25 @@ def check_dictionaries(
     selection: CheckWindows,
     check: CheckWindows,
     names: list[str],
+    predicted: Tensor,
     thresholds: CheckThresholds,
-    n_predicted: int = 20,
     ablation_windows: int = 2,
     vocab_text=str,
 ) -> DictionaryChecks:
     """The checks for every unit of every dictionary of one layer (`dicts`: {name: SAE, or None for
-    the neurons}): best proxies, unit maxima and the classes' predicted tokens from `selection`,
-    everything else from `check`; `names` the classes' names; vocab_text(id) -> a token's text."""
+    the neurons}): best proxies and unit maxima from `selection`, everything else from `check`;
+    `names` the classes' names, `predicted` [C, P] their predicted tokens (class_predictions);
+    vocab_text(id) -> a token's text."""
     t = thresholds
     maxima = _unit_maxima(reader, dicts, selection)
     readout = reader.readout()  # [d_mlp, vocab]: the direct path to the logits
-    vocab = readout.shape[1]
-    after_class, after_any = next_token_counts(selection.ids, selection.classes, selection.valid, vocab)
-    predicted = predicted_tokens(after_class, after_any, n_predicted)
     n_classes = selection.classes.shape[-1]
     chosen = {name: ProxySelection(maxima[name], n_classes, t.fire_share) for name in dicts}
     with torch.no_grad():
-        for b in _batches(len(selection), "proxy selection"):
-            rows = torch.arange(b, min(b + EVAL_BATCH, len(selection)))
-            valid = selection.valid[rows]
-            x = reader.acts(selection, rows)[valid.to(reader.device)]
+        for _, acts, valid, classes in _reads(reader, selection, "proxy selection"):
+            x = acts[valid.to(acts.device)]
             for name, sae in dicts.items():
-                chosen[name].update(_encode(sae)(x), selection.classes[rows][valid])
+                chosen[name].update(_encode(sae)(x), classes[valid])
     best, selection_f1 = {}, {}
     for name, s in chosen.items():
         best[name], selection_f1[name] = s.best()
@@ -261,13 +261,10 @@ def check_dictionaries(
     }
     layer_sum = torch.zeros(reader.d_mlp, dtype=torch.float64)
     with torch.no_grad():
-        for b in _batches(len(check), "checks"):
-            rows = torch.arange(b, min(b + EVAL_BATCH, len(check)))
-            acts = reader.acts(check, rows)
+        for b, acts, valid, classes in _reads(reader, check, "checks"):
             units = {name: _encode(sae)(acts) for name, sae in dicts.items()}
-            valid = check.valid[rows]
             for name in dicts:
-                scores[name].update(units[name], check.classes[rows], valid, b)
+                scores[name].update(units[name], classes, valid, b)
             flat = {name: u[valid.to(u.device)] for name, u in units.items()}
             x = acts[valid.to(acts.device)]
             layer_sum += x.double().sum(0).cpu()
@@ -347,4 +344,4 @@ def check_dictionaries(
         f"{name}.neurons": acc.result().contiguous() for (name, key), acc in correlations.items() if key == "neurons"
     }
     class_tokens = scores[next(iter(dicts))].class_count.long().tolist()
-    return DictionaryChecks(tables, neuron_r, class_tokens, predicted)
+    return DictionaryChecks(tables, neuron_r, class_tokens)

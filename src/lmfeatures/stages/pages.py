@@ -26,6 +26,7 @@ from lmfeatures.report.pages import (
     pruning_page_section,
 )
 from lmfeatures.sae.checks import logit_scores
+from lmfeatures.sae.dictionary_checks import ModelReader
 from lmfeatures.scan.neurons import Neuron, direct_logit_effect, token_activations
 from lmfeatures.store.epo import read_frontier
 from lmfeatures.store.models import load_model
@@ -188,9 +189,8 @@ def sae_pages(
             x = hooked.run([hook], input_ids=scan.windows.ids[needed[b : b + 64]].to(hooked.device))[hook]
             acts.append(sae.encode(x.float())[..., chosen].cpu())
     acts = torch.cat(acts) if acts else torch.zeros(0)
-    w_u = hooked.folded_unembedding().detach().cpu()
-    readout = hooked.mlp_out_weight(layer).detach().cpu().float() @ w_u.float()
-    top_ids, top_w, bottom_ids, bottom_w, _ = logit_scores(sae.W_dec[chosen].detach().cpu(), readout)
+    readout = ModelReader(hooked, layer).readout()
+    top_ids, top_w, bottom_ids, bottom_w, _ = logit_scores(sae.W_dec[chosen].detach(), readout)
     pages, rows = {}, []
     for j, u in enumerate(chosen):
         unit = FeatureUnit(run, layer, u)

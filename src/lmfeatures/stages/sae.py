@@ -4,27 +4,32 @@ dictionary (SAE runs, neurons, untrained-twin and random-decoder controls). Form
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from lmfeatures.io import atomic_path, write_provenance
 from lmfeatures.lm.architectures import context_free_mlp_layers
 from lmfeatures.lm.display import token_text
 from lmfeatures.lm.hooks import HookedModel
 from lmfeatures.lm.models import resolve_device
-from lmfeatures.sae.checks import CheckThresholds, next_token_counts, predicted_tokens
+from lmfeatures.sae.checks import CheckThresholds
 from lmfeatures.sae.dictionary_checks import (
     NEURONS,
+    CheckWindows,
     ModelReader,
     add_token_classes,
     check_dictionaries,
     class_names,
+    class_predictions,
     frequent_class_tokens,
     labelled_windows,
 )
 from lmfeatures.sae.evaluate import EVAL_BATCH, collect_activations, evaluate_sae, text_windows
 from lmfeatures.sae.planted import PlantedConfig, PlantedReader, plant, planted_windows, recovery
 from lmfeatures.sae.sae import SAEConfig, SparseAutoencoder, train_sae
-from lmfeatures.scan.scan import DerivedHook, ScanConfig
+from lmfeatures.scan.scan import DerivedHook, ScanConfig, Windows
 from lmfeatures.scan.scan import scan as run_scan
 from lmfeatures.store.data import load_corpus
 from lmfeatures.store.models import load_model
@@ -109,16 +114,32 @@ def _labelled(tok, texts, params, context_length, seed, class_tokens=None):
     return windows, add_token_classes(labelled, class_tokens), class_tokens
 
 
-def _check_windows(tok, corpus, params: dict, context_length: int, seed: int):
-    """The selection windows (train split: best proxies, predicted tokens, token classes), the check
-    windows (held-out split, documents no SAE trained on) with the scan's view of them, and the
-    classes' names."""
+@dataclass
+class _CheckData:
+    """What the checks read: the selection windows (train split: best proxies, predicted tokens,
+    token classes), the check windows (held-out split, documents no SAE trained on) and the scan's
+    view of them, the classes' names, their predicted tokens [C, P] and each token's count as a next
+    token in the selection windows [vocab]."""
+
+    selection: CheckWindows
+    heldout: Windows
+    check: CheckWindows
+    names: list[str]
+    predicted: torch.Tensor
+    next_counts: torch.Tensor
+
+
+def _check_data(tok, corpus, params: dict, context_length: int, seed: int, vocab: int) -> _CheckData:
     _, selection, class_tokens = _labelled(tok, list(corpus["train"]["text"]), params, context_length, seed + 1)
     heldout, check, _ = _labelled(tok, list(corpus["heldout"]["text"]), params, context_length, seed, class_tokens)
-    return selection, heldout, check, class_names(tok, params["proxies"], class_tokens)
+    predicted, next_counts = class_predictions(selection, vocab, params["predicted_tokens"])
+    names = class_names(tok, params["proxies"], class_tokens)
+    return _CheckData(selection, heldout, check, names, predicted, next_counts)
 
 
-def _run_checks(reader, dicts, selection, check, names, params: dict, tok):
+def _run_checks(reader, dicts, selection, check, data: _CheckData, params: dict, tok):
+    """check_dictionaries with the config's thresholds; selection / check: data's windows, or the
+    planted ones built on them."""
     thresholds = CheckThresholds(**params["thresholds"])
     vocab_text = lambda t: token_text(tok, [t])  # noqa: E731
     return check_dictionaries(
@@ -126,19 +147,19 @@ def _run_checks(reader, dicts, selection, check, names, params: dict, tok):
         dicts,
         selection,
         check,
-        names,
+        data.names,
+        data.predicted,
         thresholds,
-        params["predicted_tokens"],
         params["ablation_windows"],
         vocab_text,
     )
 
 
-def _proxies_json(names: list[str], found, tok) -> dict:
+def _proxies_json(data: _CheckData, found, tok) -> dict:
     return {
-        "proxies": names,
+        "proxies": data.names,
         "class_tokens": found.class_tokens,
-        "predicted": [[token_text(tok, [t]) for t in row if t >= 0][:8] for row in found.predicted.tolist()],
+        "predicted": [[token_text(tok, [t]) for t in row if t >= 0][:8] for row in data.predicted.tolist()],
     }
 
 
@@ -164,8 +185,8 @@ def sae_checks(
     hooked = HookedModel(lm)
     dicts = _dictionaries(run_dirs, hooked, with_neurons)
     corpus = load_corpus(corpus_dir)
-    selection, heldout, check, names = _check_windows(tok, corpus, sae_params, context_length, seed)
-    found = _run_checks(ModelReader(hooked, layer), dicts, selection, check, names, sae_params, tok)
+    data = _check_data(tok, corpus, sae_params, context_length, seed, hooked.vocab_size)
+    found = _run_checks(ModelReader(hooked, layer), dicts, data.selection, data.check, data, sae_params, tok)
     derived = {
         name: DerivedHook(
             f"mlp.{layer}", (lambda a: a) if sae is None else sae.encode, sae.d_sae if sae else hooked.d_mlp
@@ -173,14 +194,13 @@ def sae_checks(
         for name, sae in dicts.items()
     }
     scan_cfg = ScanConfig(context_length=context_length, kinds=[], batch_size=EVAL_BATCH, seed=seed)
-    result, window_max = run_scan(hooked, heldout, scan_cfg, desc=f"scan {model} dictionaries", derived=derived)
+    result, window_max = run_scan(hooked, data.heldout, scan_cfg, desc=f"scan {model} dictionaries", derived=derived)
     meta = scan_meta(
-        model, model_dir, hooked, scan_cfg, heldout, list(corpus["heldout"]["doc_id"]), derived=list(dicts)
+        model, model_dir, hooked, scan_cfg, data.heldout, list(corpus["heldout"]["doc_id"]), derived=list(dicts)
     )
     with atomic_path(out_dir, directory=True) as tmp:
-        write_checks(
-            tmp, (result, heldout, meta, window_max), found.tables, found.correlations, _proxies_json(names, found, tok)
-        )
+        scan = (result, data.heldout, meta, window_max)
+        write_checks(tmp, scan, found.tables, found.correlations, _proxies_json(data, found, tok))
         write_provenance(tmp, config, seed, model=model, layer=layer, dictionaries=list(dicts))
 
 
@@ -203,22 +223,20 @@ def sae_planted(
     layer = int(layer)
     lm, tok = load_model(model_dir, resolve_device(device))
     hooked = HookedModel(lm)
-    selection, _, check, names = _check_windows(tok, load_corpus(corpus_dir), sae_params, context_length, seed)
+    data = _check_data(tok, load_corpus(corpus_dir), sae_params, context_length, seed, hooked.vocab_size)
     params = sae_params["planted"]
     cfg = PlantedConfig(
         **{k: params[k] for k in ("directions", "background", "min_tokens", "max_overlap", "noise", "gain")}, seed=seed
     )
-    after_class, after_any = next_token_counts(selection.ids, selection.classes, selection.valid, hooked.vocab_size)
-    predicted = predicted_tokens(after_class, after_any, sae_params["predicted_tokens"])
-    planted = plant(selection, predicted, hooked.d_mlp, sae_params["k"], after_any, cfg)
-    train, held = planted_windows(planted, selection, seed), planted_windows(planted, check, seed + 1)
+    planted = plant(data.selection, data.predicted, hooked.d_mlp, sae_params["k"], data.next_counts, cfg)
+    train, held = planted_windows(planted, data.selection, seed), planted_windows(planted, data.check, seed + 1)
     runs = {}
     for run in ("A", "B", "random-A", "random-B"):
         own = {key: params[key] for key in ("expansion", "tokens", "lr")}
         run_cfg = run_config(run, {**sae_params, **own})
         runs[run] = train_sae(train.acts[train.valid], run_cfg, hooked.device, desc=f"planted sae {run}")[0]
     runs[NEURONS] = None
-    found = _run_checks(PlantedReader(planted, hooked.device), runs, train, held, names, sae_params, tok)
+    found = _run_checks(PlantedReader(planted, hooked.device), runs, train, held, data, sae_params, tok)
     recovered = {
         run: recovery(planted.directions, runs[run].W_dec.detach()) for run in ("A", "B", "random-A", "random-B")
     }
@@ -226,10 +244,10 @@ def sae_planted(
         "model": model,
         "layer": layer,
         "config": vars(cfg),
-        "planted_classes": [names[c] for c in planted.classes.tolist()],
+        "planted_classes": [data.names[c] for c in planted.classes.tolist()],
         "background_rate": planted.background_rate,
         "recovery": {run: {"feature": f.tolist(), "cosine": c.tolist()} for run, (f, c) in recovered.items()},
     }
     with atomic_path(out_dir, directory=True) as tmp:
-        write_planted(tmp, found.tables, summary, _proxies_json(names, found, tok))
+        write_planted(tmp, found.tables, summary, _proxies_json(data, found, tok))
         write_provenance(tmp, config, seed, model=model, layer=layer)
