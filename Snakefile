@@ -2,7 +2,11 @@
 # Wiring only: rules live in workflow/rules/, logic in src/lmfeatures/.
 
 
-configfile: "config/config.yaml"
+# The default config. A file given with --configfile replaces it (the schema's defaults fill what that
+# file leaves out); --config key=value overrides either.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"

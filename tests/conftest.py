@@ -1,9 +1,22 @@
+import os
+
 import pytest
 import torch
 from workflow_runs import snakemake
 
 # Micro models are tiny: one thread avoids oversubscribing the 2 cores (and is deterministic).
 torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `system` install and start things outside the repository (Debian packages and
+    daemons, a fresh virtual environment): they run where CI is set or LMFEATURES_SYSTEM_TESTS=1."""
+    if os.environ.get("CI") or os.environ.get("LMFEATURES_SYSTEM_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="installs system packages or a fresh .venv: set LMFEATURES_SYSTEM_TESTS=1 (CI does)")
+    for item in items:
+        if "system" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

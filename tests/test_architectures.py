@@ -167,3 +167,32 @@ def test_a_mixture_of_experts_model_is_refused_when_the_config_is_validated(tmp_
     }
     micro_model("gpt_neox").save_pretrained(tmp_path / "neox")
     assert hub_model_shape({"name": "n", "source": str(tmp_path / "neox")}, tmp_path / "neox")["context_free"] == {0}
+
+
+@pytest.mark.parametrize(
+    ("paths", "message"),
+    [
+        ({"mlp_out": "mlp.up_proj"}, "maps 32 features to 48, not into the residual stream"),
+        ({"mlp_out": "self_attn.o_proj"}, "does not change the residual stream by it"),
+        ({"mlp_act": "mlp.down_proj"}, "zeroing the module's output leaves mlp_out's input unchanged"),
+    ],
+)
+def test_module_paths_that_name_the_wrong_module_fail_the_self_check(paths, message):
+    """Each of these computes wrong data if accepted: W_out @ x holds for any Linear, so the check
+    ablates the modules and watches what changes."""
+    model = micro_model("qwen3")
+    with pytest.raises(ArchitectureError, match=message) as raised:
+        HookedModel(model, module_paths=paths)
+    assert raised.value.key == next(iter(paths))
+
+
+def test_a_wrong_module_path_is_refused_with_its_config_key_before_any_job(tmp_path):
+    from lmfeatures.config import ConfigError, hub_model_shape
+
+    micro_model("qwen3").save_pretrained(tmp_path / "qwen3")
+    entry = {"name": "q", "source": str(tmp_path / "qwen3"), "module_paths": {"mlp_out": "mlp.up_proj"}}
+    with pytest.raises(ConfigError, match=r"^config key 'models\[3\]\.module_paths\.mlp_out' \(q\): .*maps 32"):
+        hub_model_shape(entry, tmp_path / "qwen3", "models[3]")
+    entry["module_paths"] = {"mlp_out": "mlp.nowhere"}
+    with pytest.raises(ConfigError, match=r"^config key 'models\[3\]\.module_paths\.mlp_out' \(q\): .*not a module"):
+        hub_model_shape(entry, tmp_path / "qwen3", "models[3]")

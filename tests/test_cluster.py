@@ -2,7 +2,8 @@
 tests/cluster/slurm.sh starts (root, Debian packages): every job goes through sbatch, the outputs
 equal the local run's, and an EPO job cancelled mid-run resumes from its checkpoint.
 
-Skipped, with slurm.sh's reason, where the daemons cannot run (not root, packages not installable)."""
+Runs where CI or LMFEATURES_SYSTEM_TESTS=1 is set (conftest.py); skipped, with slurm.sh's reason,
+where the daemons cannot run (not root, packages not installable)."""
 
 import json
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from workflow_runs import REPO, comparable, differing_outputs, snakemake_command
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.system]
 SLURM_SH = REPO / "tests" / "cluster" / "slurm.sh"
 SLURM_ARGS = (
     "--executor",

@@ -183,3 +183,8 @@ def test_a_causal_lm_is_no_fill_mask_proposer(tmp_path):
         _check(lambda c: c["prune"].update(proposer=str(tmp_path / "llama")))
     save_fill_mask_model(str(tmp_path / "bert"), ["for", "in"])
     assert _check(lambda c: c["prune"].update(proposer=str(tmp_path / "bert")))["prune"]["proposer"].endswith("bert")
+
+
+def test_an_unknown_corpus_encoding_is_refused_before_any_job():
+    with pytest.raises(ConfigError, match=r"^config key 'corpus.encoding': 'utf-9' is not an encoding"):
+        _check(lambda c: c["corpus"].update(encoding="utf-9"))

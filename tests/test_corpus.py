@@ -60,3 +60,19 @@ def test_empty_or_missing_local_files_are_one_clear_error(tmp_path):
         build_corpus(CorpusConfig(source="json", data_files=[str(empty)]))
     with pytest.raises(CorpusError, match="does not exist"):
         build_corpus(CorpusConfig(source="json", data_files=[str(tmp_path / "nope.jsonl")]))
+
+
+def test_a_file_in_another_encoding_is_named_with_the_byte_and_the_key(tmp_path):
+    """The loader's own error blamed the source ("give local files with corpus.source: text") for
+    a byte it could not decode."""
+    good, bad = tmp_path / "a.txt", tmp_path / "b.txt"
+    good.write_text("def f():\n    return 1\n" * 20)
+    bad.write_bytes(b"# caf\xe9\n" + b"x = 1\n" * 40)
+    cfg = CorpusConfig(source="text", data_files=[str(tmp_path / "*.txt")], heldout_fraction=0.3)
+    with pytest.raises(
+        CorpusError, match=rf"^corpus.data_files: {bad} is not utf-8: byte 0xe9 at position 5 .*corpus.encoding"
+    ):
+        build_corpus(cfg)
+    cfg.encoding = "latin-1"
+    dd, _ = build_corpus(cfg)
+    assert "# café" in "".join([*dd["train"]["text"], *dd["heldout"]["text"]])

@@ -133,6 +133,35 @@ def test_config_typo_stops_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_a_file_where_a_results_folder_goes_stops_before_any_job(tmp_path):
+    """Snakemake itself died mid-run with a 40-line NotADirectoryError, its running job left incomplete."""
+    (tmp_path / "results" / "models").mkdir(parents=True)
+    (tmp_path / "results" / "models" / "micro-a").write_text("not a model")
+    result = snakemake(tmp_path, "--dry-run", check=False)
+    assert result.returncode != 0
+    assert "results/models/micro-a is a file, where the workflow writes a folder: move or delete it" in result.stdout
+
+
+def test_a_config_of_ones_own_replaces_the_default(tmp_path):
+    """--configfile alone: the default config's keys (epo.neurons.layers: [1, 3]) do not apply to a
+    two-layer family; an error about a key the file does not set says the value is the schema's."""
+    mine = tmp_path / "mine.yaml"
+    family = "models:\n  - {name: two, source: train, n_layers: 2, d_model: 32, n_heads: 2, d_mlp: 64}\n"
+
+    def dry_run(text: str) -> subprocess.CompletedProcess:
+        mine.write_text(text)
+        command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory"]
+        command += [str(tmp_path), "--cores", "2", "--configfile", str(mine), "--dry-run"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+    result = dry_run(family + "epo: {models: [two]}\n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = dry_run(family + "sae: {model: two}\n")  # the default controls include an untrained twin
+    assert result.returncode != 0
+    assert "config key 'sae.controls'" in result.stdout
+    assert f"(not set in {mine}: the schema's default, workflow/schemas/config.schema.yaml)" in result.stdout
+
+
 def test_scans_pages_and_report_section(run):
     results = run / "results"
     from lmfeatures.store.scans import load_scan

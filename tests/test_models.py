@@ -5,6 +5,7 @@ import torch
 from micro import micro_model
 
 from lmfeatures.io import read_json
+from lmfeatures.lm.architectures import ArchitectureError
 from lmfeatures.lm.models import ModelUnavailable, check_hub_source
 from lmfeatures.stages.models import hub_model
 from lmfeatures.store.models import load_model
@@ -28,7 +29,14 @@ def test_local_path_model_goes_through_the_hub_stage(tmp_path, local_gpt2, small
     entry = {"name": "mine", "source": str(path), "dtype": "float32"}
     training = {"context_length": 32, "eval_tokens": 500}
     hub_model(
-        corpus_dir=str(corpus_dir), out_dir=str(out), entry=entry, training=training, config={}, seed=0, device="cpu"
+        corpus_dir=str(corpus_dir),
+        out_dir=str(out),
+        entry=entry,
+        entry_key="models[0]",
+        training=training,
+        config={},
+        seed=0,
+        device="cpu",
     )
     record = read_json(out / "eval.json")
     assert record["architecture"] == "gpt2" and record["n_layers"] == 3 and record["heldout_loss"] > 0
@@ -56,3 +64,29 @@ def test_local_path_without_model_is_a_clear_error(tmp_path):
         check_hub_source("mine", str(tmp_path / "nothing"))
     with pytest.raises(ModelUnavailable, match="run the DAG"):
         load_model(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize(("key", "path"), [("mlp_out", "mlp.up_proj"), ("mlp_act", "mlp.down_proj")])
+def test_a_wrong_module_path_stops_the_hub_stage_before_anything_is_saved(
+    tmp_path, small_corpus, small_tokenizer, key, path
+):
+    """Both overrides once gave a scan of the wrong tensors: up_proj's input (the normed residual)
+    saved as 32 "MLP neurons" of a 48-wide MLP, or mlp_pre.L silently the post-activation."""
+    micro_model("qwen3", vocab_size=len(small_tokenizer)).save_pretrained(tmp_path / "qwen3")
+    small_tokenizer.save_pretrained(tmp_path / "qwen3")
+    corpus_dir = tmp_path / "corpus"
+    small_corpus[0].save_to_disk(str(corpus_dir))
+    out = tmp_path / "results" / "models" / "q"
+    entry = {"name": "q", "source": str(tmp_path / "qwen3"), "module_paths": {key: path}}
+    with pytest.raises(ArchitectureError, match=rf"^config key 'models\[2\]\.module_paths\.{key}' \(q\): .*{path}"):
+        hub_model(
+            corpus_dir=str(corpus_dir),
+            out_dir=str(out),
+            entry=entry,
+            entry_key="models[2]",
+            training={"context_length": 32, "eval_tokens": 500},
+            config={},
+            seed=0,
+            device="cpu",
+        )
+    assert not out.parent.exists() or not any(out.parent.iterdir())

@@ -7,13 +7,14 @@ Errors are one line naming the key, e.g.
 from __future__ import annotations
 
 import copy
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jsonschema
 import yaml
 
-from lmfeatures.lm.models import TRAIN, UNTRAINED_TWIN
-
+TRAIN, UNTRAINED_TWIN = "train", "untrained-twin"  # model sources of the embedded family (lmfeatures.lm.models)
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 SIZE_FIELDS = ("n_layers", "d_model", "n_heads", "d_mlp")
 STAGES_ON_MODELS = ("epo", "prune")  # stages that run on the models their `models:` key lists
@@ -21,6 +22,40 @@ STAGES_ON_MODELS = ("epo", "prune")  # stages that run on the models their `mode
 
 class ConfigError(ValueError):
     """The config is invalid; the message names the key and says what is allowed."""
+
+
+KEY_PATTERN = re.compile(r"^config key '([^']+)'")
+KEY_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _has_key(config, key: str) -> bool:
+    """Whether `config` holds the key path `key` ("epo.neurons.layers[1]")."""
+    node = config
+    for name, index in KEY_PART.findall(key):
+        if name and isinstance(node, dict) and name in node:
+            node = node[name]
+        elif index and isinstance(node, list) and int(index) < len(node):
+            node = node[int(index)]
+        else:
+            return False
+    return True
+
+
+@dataclass
+class ConfigSources:
+    """Where a run's config came from: the config files, in order, and the --config overrides."""
+
+    files: list[Path]
+    overrides: dict = field(default_factory=dict)
+
+    def origin(self, key: str) -> str | None:
+        """Where the value of `key` came from, when not from the config files (None when it did)."""
+        if _has_key(self.overrides, key):
+            return "its value comes from --config"
+        if any(_has_key(yaml.safe_load(f.read_text()) or {}, key) for f in self.files):
+            return None
+        named = ", ".join(str(f) for f in self.files) or "no config file"
+        return f"not set in {named}: the schema's default, workflow/schemas/config.schema.yaml"
 
 
 def _key_path(path) -> str:
@@ -84,6 +119,19 @@ def check_models(config: dict) -> None:
                 f"config key 'models[{i}]' ({m['name']}): size fields and twin_of apply only to source train / "
                 f"untrained-twin; a hub or path model ({m['source']!r}) brings its own config"
             )
+
+
+def check_corpus(config: dict) -> None:
+    """The corpus's encoding is one Python knows."""
+    import codecs
+
+    try:
+        codecs.lookup(config["corpus"]["encoding"])
+    except LookupError:
+        raise ConfigError(
+            f"config key 'corpus.encoding': {config['corpus']['encoding']!r} is not an encoding Python knows "
+            "(e.g. utf-8, latin-1, cp1252)"
+        ) from None
 
 
 def check_stages(config: dict) -> None:
@@ -198,41 +246,51 @@ def model_shape(config: dict, entry: dict) -> dict | None:
             "context_free": context_free_mlp_layers(family_config(entry, vocab, context, eos_id=0)),
         }
     path = saved_model_dir(entry["source"])
-    return None if path is None else hub_model_shape(entry, path)
+    return None if path is None else hub_model_shape(entry, path, f"models[{config['models'].index(entry)}]")
 
 
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "seq_length")  # a config's context length, by name
 
 
-def hub_model_shape(entry: dict, path: Path) -> dict:
+def hub_model_shape(entry: dict, path: Path, where: str = "models") -> dict:
     """model_shape() of a saved model, read from its module tree built on the meta device (no
     weights loaded): the hook points are discovered as HookedModel will, so a model without
-    neurons, or whose blocks cannot be found, stops here with the key to set."""
+    neurons, or whose blocks cannot be found, stops here with the key to set (`where`: the config
+    key of the model's entry, e.g. "models[3]")."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from lmfeatures.lm.architectures import ArchitectureError, arch_spec, context_free_mlp_layers, linear_shape
+    from lmfeatures.lm.architectures import (
+        ArchitectureError,
+        arch_spec,
+        context_free_mlp_layers,
+        mlp_width,
+        submodule,
+    )
 
     cfg = AutoConfig.from_pretrained(str(path))
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg)
+    d_model = model.get_input_embeddings().weight.shape[1]
     try:
         spec, _ = arch_spec(model, entry.get("module_paths"))
-        blocks = model.get_submodule(spec.blocks)
-        d_mlp = None if spec.no_neurons else linear_shape(blocks[0].get_submodule(spec.mlp_out))[0]
-    except (ArchitectureError, AttributeError, TypeError) as err:
-        raise ConfigError(f"config key 'models' ({entry['name']}): {err}") from None
+        blocks = submodule(model, "blocks", spec.blocks)
+        mlp_out = None if spec.no_neurons else submodule(blocks[0], "mlp_out", spec.mlp_out)
+        d_mlp = None if mlp_out is None else mlp_width(mlp_out, spec.mlp_out, d_model)
+    except (ArchitectureError, TypeError) as err:
+        key = f"{where}.module_paths.{err.key}" if getattr(err, "key", None) else where
+        raise ConfigError(f"config key {key!r} ({entry['name']}): {err}") from None
     if spec.no_neurons:
         raise ConfigError(
-            f"config key 'models' ({entry['name']}): this {cfg.model_type} model is {spec.no_neurons}. The "
-            "stages read MLP neurons; its 'resid.L' and 'embed' hooks still work from Python "
+            f"config key {where + '.module_paths.mlp_out'!r} ({entry['name']}): this {cfg.model_type} model is "
+            f"{spec.no_neurons}. The stages read MLP neurons; its 'resid.L' and 'embed' hooks still work from Python "
             "(lmfeatures.lm.hooks.HookedModel). If its blocks do hold a dense MLP, set module_paths.mlp_out"
         )
     n_positions = next((getattr(cfg, k) for k in POSITION_KEYS if isinstance(getattr(cfg, k, None), int)), None)
     return {
         "n_layers": len(blocks),
         "d_mlp": d_mlp,
-        "d_model": model.get_input_embeddings().weight.shape[1],
+        "d_model": d_model,
         "vocab_size": model.get_input_embeddings().weight.shape[0],
         "n_positions": n_positions,
         "context_free": context_free_mlp_layers(cfg),
@@ -428,18 +486,39 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
     return yaml.safe_load(Path(path).read_text())
 
 
-def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH, *, devices_here: bool = True) -> dict:
-    """Check `config` in place and fill schema defaults (via snakemake.utils.validate); returns it.
-    devices_here=False skips check_device, for a host that submits the jobs to other machines."""
+def fill_defaults(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
+    """Check `config` against the schema and fill its defaults in place (no model is built); returns it."""
     from snakemake.utils import validate
 
     check_schema(config, load_schema(schema_path))
     validate(config, str(schema_path), set_default=True)
-    check_models(config)
-    check_stages(config)
-    check_ranges(config)
-    if devices_here:
-        check_device(config)
+    return config
+
+
+def validate_config(
+    config: dict,
+    schema_path: str | Path = SCHEMA_PATH,
+    *,
+    devices_here: bool = True,
+    sources: ConfigSources | None = None,
+) -> dict:
+    """Check `config` in place and fill schema defaults; returns it. devices_here=False skips
+    check_device, for a process that does not run the jobs; with `sources`, an error about a key
+    the config files do not set says where its value came from."""
+    try:
+        fill_defaults(config, schema_path)
+        check_models(config)
+        check_corpus(config)
+        check_stages(config)
+        check_ranges(config)
+        if devices_here:
+            check_device(config)
+    except ConfigError as err:
+        key = KEY_PATTERN.match(str(err))
+        origin = sources.origin(key.group(1)) if sources and key else None
+        if origin:
+            raise ConfigError(f"{err} ({origin})") from None
+        raise
     return config
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -98,8 +99,67 @@ def write_json(path: str | Path, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+class ResultsTreeError(RuntimeError):
+    """A file stands where the workflow writes a folder."""
+
+
+def check_folders(folders) -> None:
+    """Each of `folders`, and each folder above it, is a folder where it exists: a file in its place
+    stops the run before any job, with one line, rather than mid-run inside Snakemake."""
+    for folder in folders:
+        for path in (Path(folder), *Path(folder).parents):
+            if path.exists() and not path.is_dir():
+                raise ResultsTreeError(
+                    f"{path} is a file, where the workflow writes a folder: move or delete it, then rerun"
+                )
+
+
+class DamagedFileError(RuntimeError):
+    """A results file exists but cannot be read (truncated, overwritten); the message names it and
+    the folder to rebuild."""
+
+
+@contextlib.contextmanager
+def reading(path: str | Path) -> Iterator[None]:
+    """Turn a parse error of `path` into a DamagedFileError that names it and says how to rebuild
+    the results folder holding it (the output of one job)."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError, _arrow_invalid()) as err:
+        folder = Path(path).parent
+        raise DamagedFileError(
+            f"{path} is damaged ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else '?'}): delete "
+            f"{folder} and rebuild it with `snakemake --cores 2 {folder}`, then rerun your command"
+        ) from None
+
+
+def _arrow_invalid() -> type[Exception]:
+    from pyarrow import ArrowInvalid
+
+    return ArrowInvalid
+
+
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    with reading(path):
+        return json.loads(Path(path).read_text())
+
+
+def read_safetensors(path: str | Path) -> dict:
+    """The tensors of a .safetensors file (DamagedFileError if it cannot be read)."""
+    from safetensors.torch import load_file
+
+    with reading(path):
+        return load_file(str(path))
+
+
+def read_parquet(path: str | Path, **kwargs):
+    """A parquet file as a DataFrame (DamagedFileError if it cannot be read)."""
+    import pandas as pd
+
+    with reading(path):
+        return pd.read_parquet(path, **kwargs)
 
 
 def _git_commit() -> str | None:
@@ -161,7 +221,8 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def _imported_modules(name: str, path: Path) -> set[str]:
+@functools.cache  # a parse of the workflow hashes every stage; they share most modules
+def _imported_modules(name: str, path: Path) -> frozenset[str]:
     """Names of the lmfeatures modules that the file of module `name` imports, anywhere in it."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
@@ -175,7 +236,7 @@ def _imported_modules(name: str, path: Path) -> set[str]:
                 base = ".".join(anchor + ([base] if base else []))
             found.add(base)
             found.update(f"{base}.{a.name}" for a in node.names)  # `from . import scan` imports a module
-    return {m for m in found if _module_file(m) is not None}
+    return frozenset(m for m in found if _module_file(m) is not None)
 
 
 def imports_of(module: str) -> set[str]:

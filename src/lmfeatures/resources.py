@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 
-from lmfeatures.config import ConfigError, model_entry, saved_model_dir
-from lmfeatures.lm.models import TRAIN, UNTRAINED_TWIN, n_parameters
+from lmfeatures.config import TRAIN, UNTRAINED_TWIN, ConfigError, model_entry, saved_model_dir
 
 START_MB = 2500  # python, torch, transformers and a stage's data (a micro-model job peaks near 1 GB)
 FORWARD_BYTES = 8  # per parameter, inference: fp32 weights and about as much again in activations
@@ -52,6 +51,8 @@ def _count(model_config, masked_lm: bool = False) -> int:
     """Parameters of the model a transformers config describes, built on the meta device (no memory)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    from lmfeatures.lm.models import n_parameters
 
     auto = AutoModelForMaskedLM if masked_lm else AutoModelForCausalLM
     with torch.device("meta"):

@@ -7,25 +7,37 @@ from pathlib import Path
 
 from snakemake.utils import min_version
 
-from lmfeatures.config import check_device, neuron_spec, sae_runs, sae_twin, validate_config
-from lmfeatures.io import code_version
-from lmfeatures.store.selection import read_selection
-from lmfeatures.lm.models import TRAIN, UNTRAINED_TWIN, check_hub_source
-from lmfeatures.resources import (
-    check_gpu_requests,
-    check_partitions,
-    mem_mb,
-    model_parameters,
-    proposer_parameters,
-    runtime_minutes,
+from lmfeatures.config import (
+    TRAIN,
+    UNTRAINED_TWIN,
+    ConfigSources,
+    check_device,
+    fill_defaults,
+    neuron_spec,
+    sae_runs,
+    sae_twin,
+    validate_config,
 )
+from lmfeatures.io import check_folders, code_version
+from lmfeatures.store.selection import read_selection
 
 min_version("8.0")
 
-
-# The CUDA device is checked where the jobs run: here before the first job when they run here (the
-# executor is known only at onstart), at once inside a job on a cluster node, never on a login node.
-validate_config(config, workflow.source_path("../schemas/config.schema.yaml"), devices_here=workflow.remote_exec)
+SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
+# The main process checks the whole config before any job runs (models built on the meta device,
+# hub sources, cluster requests). A job's own process (a local job's subprocess, a cluster job)
+# parses this workflow again: it only fills the schema's defaults, without importing torch, and its
+# device is checked by the job itself (resolve_device).
+MAIN_PROCESS = not (workflow.subprocess_exec or workflow.remote_exec)
+if MAIN_PROCESS:
+    validate_config(
+        config,
+        SCHEMA,
+        devices_here=False,
+        sources=ConfigSources([Path(f) for f in workflow.configfiles], dict(workflow.config_settings.config)),
+    )
+else:
+    fill_defaults(config, SCHEMA)
 
 
 onstart:
@@ -40,9 +52,18 @@ TRAINED = [n for n, m in MODELS.items() if m["source"] == TRAIN]
 TWINS = [n for n, m in MODELS.items() if m["source"] == UNTRAINED_TWIN]
 HUB = [n for n, m in MODELS.items() if m["source"] not in (TRAIN, UNTRAINED_TWIN)]
 
-# A hub / path model that cannot be had stops the run here, before any job starts.
-for _name in HUB:
-    check_hub_source(_name, MODELS[_name]["source"])
+RESULT_FOLDERS = ("data", "models", "scans", "selection", "epo", "prune", "alignment", "sae", "neurons", "report")
+if MAIN_PROCESS:  # a file where a results folder goes stops the run here, before any job starts
+    check_folders(
+        [f"{RESULTS}/{kind}/{name}" for kind in RESULT_FOLDERS for name in MODELS]
+        + [f"{RESULTS}/logs/{kind}" for kind in RESULT_FOLDERS]
+    )
+
+if MAIN_PROCESS:  # a hub / path model that cannot be had stops the run here, before any job starts
+    from lmfeatures.lm.models import check_hub_source
+
+    for _name in HUB:
+        check_hub_source(_name, MODELS[_name]["source"])
 
 
 def one_of(names):
@@ -170,20 +191,40 @@ def report_section(name, title, rule, on=True, off=""):
     return {"name": name, "title": title, "pieces": list(rule.output), "on": on, "off": off}
 
 
+# --- the order of jobs on a few cores: training first (every chain starts from a trained model, and a
+# training job takes all its threads), then the jobs that start the long chains (the scans that EPO
+# and pruning wait for, EPO's runs, the SAE stage), then the rest (pages, summaries, the report).
+PRIORITY_TRAINING = 50
+PRIORITY_CHAIN = 10
+
+
 # --- what each job asks the scheduler for (workflow/profiles/*; README, "On a cluster") ------------
-PARAMETERS = {n: model_parameters(config, n) for n in MODELS}
-PROPOSER_PARAMETERS = proposer_parameters(config) if config["prune"]["models"] else 0
 GPUS = 1 if config["device"].startswith("cuda") else 0  # one GPU for each device-heavy job
+if MAIN_PROCESS:  # a job's own process runs what the main process sized
+    from lmfeatures.resources import (
+        check_gpu_requests,
+        check_partitions,
+        mem_mb,
+        model_parameters,
+        proposer_parameters,
+        runtime_minutes,
+    )
+
+    PARAMETERS = {n: model_parameters(config, n) for n in MODELS}
+    PROPOSER_PARAMETERS = proposer_parameters(config) if config["prune"]["models"] else 0
 
 
 def job_resources(minutes, parameters=lambda wc: 0, training=False, gpu=False):
     """A rule's resources: memory and time limit sized from `parameters(wildcards)`, the parameters
     of the models the job loads (lmfeatures.resources), and a GPU when `gpu` and device is cuda."""
+    gpus = {"gpu": GPUS} if gpu and GPUS else {}  # no gpu key at all: Kubernetes reads gpu=0 as a request
+    if not MAIN_PROCESS:
+        return gpus
     sized = {
         "mem_mb": lambda wc: mem_mb(parameters(wc), training=training),
         "runtime": lambda wc: runtime_minutes(parameters(wc), minutes),
     }
-    return {**sized, "gpu": GPUS} if gpu and GPUS else sized  # no gpu key at all: Kubernetes reads gpu=0 as a request
+    return {**sized, **gpus}
 
 
 def studied_model(wc):
@@ -209,8 +250,9 @@ def requested_resources():
 
 
 # Requests a cluster would refuse or waste stop the run here, before any job is submitted.
-REQUESTED = requested_resources()
-check_gpu_requests(config["device"], REQUESTED)
-if any("slurm_partition" in v for v in REQUESTED.values()) and not workflow.remote_exec and shutil.which("sinfo"):
-    sinfo = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, check=True)
-    check_partitions(REQUESTED, sinfo.stdout.split())
+if MAIN_PROCESS:
+    REQUESTED = requested_resources()
+    check_gpu_requests(config["device"], REQUESTED)
+    if any("slurm_partition" in v for v in REQUESTED.values()) and shutil.which("sinfo"):
+        sinfo = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, check=True)
+        check_partitions(REQUESTED, sinfo.stdout.split())

@@ -14,6 +14,7 @@ rule epo_run:
     wildcard_constraints:
         neuron=r"L\d+N\d+",
         seed=r"\d+",
+    priority: PRIORITY_CHAIN
     conda:
         "../envs/lmfeatures.yaml"
     threads: config["epo"]["threads"]

@@ -12,6 +12,7 @@ rule train_model:
         f"{RESULTS}/logs/models/{{model}}.log",
     wildcard_constraints:
         model=one_of(TRAINED),
+    priority: PRIORITY_TRAINING
     conda:
         "../envs/lmfeatures.yaml"
     threads: config["training"]["threads"]
@@ -71,6 +72,7 @@ rule hub_model:
         **job_resources(60, studied_model, gpu=True),
     params:
         entry=lambda wc: MODELS[wc.model],
+        entry_key=lambda wc: f"models[{list(MODELS).index(wc.model)}]",
         training=config["training"],
         config=config_part("seed", "device", "corpus", "training"),
         seed=config["seed"],

@@ -16,6 +16,7 @@ rule sae_train:
         model=one_of(SAE_MODELS),
         layer=str(config["sae"]["layer"]),
         run=one_of(sorted({r for _, r in SAE_RUNS})),
+    priority: PRIORITY_CHAIN
     conda:
         "../envs/lmfeatures.yaml"
     threads: config["job_threads"]
@@ -44,6 +45,7 @@ rule sae_checks:
     wildcard_constraints:
         model=one_of(SAE_MODELS),
         layer=str(config["sae"]["layer"]),
+    priority: PRIORITY_CHAIN
     conda:
         "../envs/lmfeatures.yaml"
     threads: config["job_threads"]
@@ -72,6 +74,7 @@ rule sae_planted:
     wildcard_constraints:
         model=config["sae"]["model"] or "(?!)",
         layer=str(config["sae"]["layer"]),
+    priority: PRIORITY_CHAIN
     conda:
         "../envs/lmfeatures.yaml"
     threads: config["job_threads"]

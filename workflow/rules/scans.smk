@@ -10,6 +10,7 @@ rule scan:
         out_dir=directory(f"{RESULTS}/scans/{{model}}"),
     log:
         f"{RESULTS}/logs/scans/{{model}}.log",
+    priority: PRIORITY_CHAIN
     conda:
         "../envs/lmfeatures.yaml"
     threads: config["job_threads"]
@@ -36,6 +37,7 @@ checkpoint select_neurons:
         out_json=selection_json("{model}"),
     log:
         f"{RESULTS}/logs/selection/{{model}}.log",
+    priority: PRIORITY_CHAIN
     conda:
         "../envs/lmfeatures.yaml"
     resources:

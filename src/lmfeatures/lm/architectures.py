@@ -96,7 +96,12 @@ def register_architecture(model_type: str, spec: ArchSpec) -> None:
 
 
 class ArchitectureError(ValueError):
-    """The hook points of a model cannot be found or do not check out; the message names the key to set."""
+    """The hook points of a model cannot be found or do not check out; the message names the key to
+    set, and `key` is that module_paths key where one is to blame."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 def _fix(model_type: str, key: str) -> str:
@@ -121,6 +126,31 @@ def linear_shape(module: nn.Module) -> tuple[int, int] | None:
     if isinstance(module, Conv1D):
         return module.weight.shape[0], module.nf
     return None
+
+
+def submodule(root: nn.Module, key: str, path: str) -> nn.Module:
+    """The module at `path` under `root`, for module_paths key `key`; ArchitectureError if there is none."""
+    try:
+        return root.get_submodule(path)
+    except AttributeError:
+        raise ArchitectureError(f"module_paths.{key}={path!r} is not a module of this model", key=key) from None
+
+
+def mlp_width(mlp_out: nn.Module, path: str, d_model: int) -> int:
+    """d_mlp of a block whose MLP output projection is `mlp_out` (at module_paths.mlp_out=`path`):
+    its input width. The projection must map into the residual stream, whose width is d_model."""
+    shape = linear_shape(mlp_out)
+    if shape is None:
+        raise ArchitectureError(
+            f"module_paths.mlp_out={path!r} is a {type(mlp_out).__name__}, not a Linear or Conv1D", key="mlp_out"
+        )
+    if shape[1] != d_model:
+        raise ArchitectureError(
+            f"module_paths.mlp_out={path!r} maps {shape[0]} features to {shape[1]}, not into the residual stream "
+            f"({d_model}): name the MLP's output projection (e.g. mlp.down_proj, mlp.c_proj)",
+            key="mlp_out",
+        )
+    return shape[0]
 
 
 def _path_of(model: nn.Module, target: nn.Module | None) -> str | None:
@@ -205,7 +235,9 @@ def arch_spec(model: nn.Module, module_paths: dict | None = None) -> tuple[ArchS
     given = dict(module_paths or {})
     unknown = sorted(set(given) - set(MODULE_PATH_KEYS))
     if unknown:
-        raise ArchitectureError(f"module_paths: unknown key {unknown[0]!r}; keys are {', '.join(MODULE_PATH_KEYS)}")
+        raise ArchitectureError(
+            f"module_paths: unknown key {unknown[0]!r}; keys are {', '.join(MODULE_PATH_KEYS)}", key=unknown[0]
+        )
     if model_type in ARCHITECTURES:
         base, stated = ARCHITECTURES[model_type], set(MODULE_PATH_KEYS)
     else:

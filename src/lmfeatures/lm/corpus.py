@@ -42,6 +42,7 @@ class CorpusConfig:
     max_documents: int | None = None  # keep only the first N documents (sorted by id): small test corpora
     max_chars_per_document: int | None = None
     min_chars: int = 1  # drop documents shorter than this (empty files, blank lines of text sources)
+    encoding: str = "utf-8"  # of the data_files of the "text" and "json" loaders
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -73,6 +74,22 @@ def _stdlib_documents() -> tuple[list[dict], dict]:
     return docs, info
 
 
+TEXT_LOADERS = ("text", "json")  # the datasets loaders that decode their files (and take `encoding`)
+
+
+def _check_encoding(paths: list[str], encoding: str) -> None:
+    """Every file decodes with `encoding`; else a CorpusError naming the file, the byte and the key."""
+    for path in paths:
+        try:
+            Path(path).read_bytes().decode(encoding)
+        except UnicodeDecodeError as err:
+            raise CorpusError(
+                f"corpus.data_files: {path} is not {encoding}: byte 0x{err.object[err.start]:02x} at position "
+                f"{err.start} cannot be decoded; convert the file, or set corpus.encoding to its encoding "
+                "(e.g. latin-1, cp1252)"
+            ) from None
+
+
 def _loaded_documents(cfg: CorpusConfig) -> tuple[list[dict], dict]:
     kwargs = dict(cfg.extra)
     if cfg.data_files:
@@ -85,6 +102,9 @@ def _loaded_documents(cfg: CorpusConfig) -> tuple[list[dict], dict]:
                 f"corpus source {cfg.source!r}: corpus.data_files {cfg.data_files} are empty, so there is no "
                 "document to train or scan on; give files with rows of text"
             )
+    if cfg.data_files and cfg.source in TEXT_LOADERS:
+        _check_encoding([p for f in cfg.data_files for p in sorted(glob.glob(f))], cfg.encoding)
+        kwargs["encoding"] = cfg.encoding
     try:
         ds = datasets.load_dataset(cfg.source, cfg.name, split=cfg.split, **kwargs)
     except Exception as err:  # datasets raises many types; all mean "could not load"

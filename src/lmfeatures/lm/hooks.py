@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
-from lmfeatures.lm.architectures import ArchitectureError, ArchSpec, arch_spec, linear_shape
+from lmfeatures.lm.architectures import ArchitectureError, ArchSpec, arch_spec, mlp_width, submodule
 
 HOOK_KINDS = ("embed", "mlp_pre", "mlp", "resid")  # in forward order within a layer
 _HOOK_FORMS = "valid hook names are 'embed', 'mlp_pre.<layer>', 'mlp.<layer>' and 'resid.<layer>', e.g. 'mlp.3'"
@@ -101,11 +101,9 @@ class HookedModel:
         # Resolve every path now, so a wrong spec fails here with its name rather than mid-experiment.
         def resolve(root: nn.Module, key: str, path: str) -> nn.Module:
             try:
-                return root.get_submodule(path)
-            except AttributeError:
-                raise ArchitectureError(
-                    f"{self.model_type}: module_paths.{key}={path!r} is not a module of this model"
-                ) from None
+                return submodule(root, key, path)
+            except ArchitectureError as err:
+                raise ArchitectureError(f"{self.model_type}: {err}", key=key) from None
 
         self._blocks = resolve(model, "blocks", spec.blocks)
         self._embed = resolve(model, "embed", spec.embed)
@@ -116,12 +114,7 @@ class HookedModel:
         self.d_mlp: int | None = None
         if spec.no_neurons is None:
             self._mlp_outs = [resolve(block, "mlp_out", spec.mlp_out) for block in self._blocks]
-            if not all(linear_shape(m) for m in self._mlp_outs):
-                raise ArchitectureError(
-                    f"{self.model_type}: module_paths.mlp_out={spec.mlp_out!r} is a "
-                    f"{type(self._mlp_outs[0]).__name__}, not a Linear or Conv1D"
-                )
-            self.d_mlp = linear_shape(self._mlp_outs[0])[0]
+            self.d_mlp = mlp_width(self._mlp_outs[0], spec.mlp_out, self.d_model)
             if spec.mlp_act is not None:
                 self._mlp_acts = [resolve(b, "mlp_act", spec.mlp_act) for b in self._blocks]
         self._final_norm = None if not spec.final_norm else resolve(model, "final_norm", spec.final_norm)
@@ -143,7 +136,8 @@ class HookedModel:
     def _fail(self, hook: str, key: str, what: str) -> ArchitectureError:
         return ArchitectureError(
             f"{self.model_type}: self-check failed for hook {hook!r}: {what}; set models[].module_paths.{key} "
-            f"in the config (found: {key}={getattr(self.spec, key)!r})"
+            f"in the config (found: {key}={getattr(self.spec, key)!r})",
+            key=key,
         )
 
     @torch.no_grad()
@@ -245,6 +239,12 @@ class HookedModel:
                     if "mlp_act" in self._given:
                         raise self._fail(f"mlp_pre.{layer}", "mlp_act", f"the module's input has no {self.d_mlp} units")
                     self._mlp_acts, spec = None, replace(spec, mlp_act=None)
+        if self._mlp_outs:
+            self._check_mlp_out_feeds_residual(ids, seen)
+        if self._mlp_acts and not self._mlp_act_feeds_mlp_out(ids, seen):
+            if "mlp_act" in self._given:
+                raise self._fail("mlp_pre.0", "mlp_act", "zeroing the module's output leaves mlp_out's input unchanged")
+            self._mlp_acts, spec = None, replace(spec, mlp_act=None)
         resid_last, head_in = seen[last], seen["unembed_in"]
         if trace_final_norm:
             if _close(head_in, resid_last):
@@ -262,6 +262,77 @@ class HookedModel:
         if not _close(direct, logits):
             raise self._fail("logits", "final_norm", "unembed(final_norm(resid.last)) does not give the model's logits")
         return spec
+
+    def _forward_with(self, ids: Tensor, handles: list) -> None:
+        """One forward pass on `ids` with the hooks of `handles` attached; removes them after."""
+        try:
+            self.model(input_ids=ids, use_cache=False)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _block_io(self, ids: Tensor, zero: nn.Module | None = None) -> dict[str, tuple[Tensor, Tensor]]:
+        """(input, output) of block 0 ("") and of each of its modules, on `ids`, with the output of
+        `zero` (if any) replaced by zeros."""
+        io: dict[str, tuple[Tensor, Tensor]] = {}
+
+        def record(path):
+            def hook(mod, args, out):
+                x, y = _first_tensor(args), _first_tensor(out if isinstance(out, tuple) else (out,))
+                if x is not None and y is not None:
+                    io.setdefault(path, (x.detach().clone(), y.detach().clone()))
+
+            return hook
+
+        handles = [m.register_forward_hook(record(p)) for p, m in self._blocks[0].named_modules()]
+        if zero is not None:  # registered last: runs after record, so the module's own output is recorded
+            handles.append(zero.register_forward_hook(lambda mod, args, out: torch.zeros_like(out)))
+        self._forward_with(ids, handles)
+        return io
+
+    def _check_mlp_out_feeds_residual(self, ids: Tensor, seen: dict) -> None:
+        """Zero block 0's mlp_out and see what changes: the block's output, by exactly the module's
+        output (up to a constant factor: granite's residual_multiplier); or the input of the norm
+        whose output is the block's (post-LN: BERT, BART); or the output of a norm that reads the
+        module's output alone (a norm after the MLP: gemma2). Anything else is not the MLP's share of
+        the residual stream (attention's output projection, which the MLP reads, changes it by more)."""
+        out = seen["mlp_out.0"].float()
+        normal, ablated = self._block_io(ids), self._block_io(ids, zero=self._mlp_outs[0])
+
+        def proportional(delta: Tensor) -> bool:
+            if delta.shape != out.shape:
+                return False
+            scale = float((delta * out).sum() / (out * out).sum().clamp_min(1e-12))
+            return scale != 0 and _close(delta, scale * out)
+
+        if proportional(normal[""][1].float() - ablated[""][1].float()):
+            return
+        block_change = normal[""][1].float() - ablated[""][1].float()
+        for path, (x, y) in normal.items():
+            if not path or path not in ablated:
+                continue
+            if _close(x.float(), out) and _close(y.float(), block_change):  # a norm after the MLP
+                return
+            x_ablated, block_out = ablated[path][0].float(), normal[""][1]
+            added_to = (
+                not proportional(x.float()) and x.shape == x_ablated.shape and proportional(x.float() - x_ablated)
+            )
+            if added_to and _close(y, block_out):  # the block's last module normalises residual + out (post-LN)
+                return
+        raise self._fail("mlp.0", "mlp_out", "zeroing the module's output does not change the residual stream by it")
+
+    def _mlp_act_feeds_mlp_out(self, ids: Tensor, seen: dict) -> bool:
+        """Whether zeroing block 0's mlp_act output changes what its mlp_out reads: the activation
+        sits between the MLP's input projection and its output projection."""
+        fed: dict[str, Tensor] = {}
+        handles = [
+            self._mlp_acts[0].register_forward_hook(lambda mod, args, out: torch.zeros_like(out)),
+            self._mlp_outs[0].register_forward_pre_hook(
+                lambda mod, args: fed.setdefault("mlp", _first_tensor(args).detach().clone())
+            ),
+        ]
+        self._forward_with(ids, handles)
+        return "mlp" in fed and not _close(fed["mlp"], seen["mlp.0"])
 
     def check_hook(self, name: str) -> tuple[str, int | None]:
         """Parse `name` and check its layer exists in this model; returns (kind, layer)."""

@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-TRAIN, UNTRAINED_TWIN = "train", "untrained-twin"
 FAMILY_ARCHITECTURES = ("gpt_neox", "gpt2", "llama")
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 
 from lmfeatures.io import atomic_path, write_provenance
+from lmfeatures.lm.architectures import ArchitectureError
+from lmfeatures.lm.hooks import HookedModel
 from lmfeatures.lm.models import describe, family_config, init_model, load_hub_model, resolve_device
 from lmfeatures.lm.tokens import tokenize_texts
 from lmfeatures.lm.train import TrainConfig, heldout_loss, train
@@ -91,12 +93,26 @@ def untrained_twin(
 
 
 def hub_model(
-    *, corpus_dir: str, out_dir: str, entry: dict, training: dict, config: dict, seed: int, device: str
+    *,
+    corpus_dir: str,
+    out_dir: str,
+    entry: dict,
+    entry_key: str,
+    training: dict,
+    config: dict,
+    seed: int,
+    device: str,
 ) -> None:
-    """Copy a hub / local model into results/models/{name}; score it on the held-out split with its own tokenizer."""
+    """Copy a hub / local model into results/models/{name}; score it on the held-out split with its
+    own tokenizer. Its hook points are checked first (entry_key: its config key, e.g. "models[3]")."""
     model, tok = load_hub_model(entry["name"], entry["source"], DTYPES[entry.get("dtype", "float32")])
     if entry.get("module_paths"):  # saved with the model, so every stage's HookedModel finds them
         model.config.lmfeatures_module_paths = entry["module_paths"]
+    try:
+        HookedModel(model)  # stop here, not after a scan of the wrong modules
+    except ArchitectureError as err:
+        key = f"{entry_key}.module_paths.{err.key}" if err.key else entry_key
+        raise ArchitectureError(f"config key {key!r} ({entry['name']}): {err}", key=err.key) from None
     model = model.to(resolve_device(device))
     cfg = _train_config(training, seed)
     heldout = tokenize_texts(tok, load_corpus(corpus_dir)["heldout"]["text"])

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from lmfeatures.io import read_json, write_json
+from lmfeatures.io import read_json, read_safetensors, write_json
 
 
 def write_inputs(folder: str | Path, profiles: dict[str, torch.Tensor], methods: dict) -> None:
@@ -22,7 +22,7 @@ def write_inputs(folder: str | Path, profiles: dict[str, torch.Tensor], methods:
 
 
 def load_profiles(folder: str | Path) -> dict[str, torch.Tensor]:
-    return load_file(str(Path(folder) / "profiles.safetensors"))
+    return read_safetensors(Path(folder) / "profiles.safetensors")
 
 
 def load_methods(folder: str | Path) -> dict:

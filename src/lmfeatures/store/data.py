@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import datasets
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import PreTrainedTokenizerFast
 
-from lmfeatures.io import read_json, write_json
+from lmfeatures.io import read_json, read_safetensors, write_json
 from lmfeatures.lm.tokens import TokenizedSplit
 
 
@@ -38,7 +38,7 @@ def save_split(split: TokenizedSplit, path: str | Path) -> None:
 
 
 def load_split(path: str | Path) -> TokenizedSplit:
-    t = load_file(str(path))
+    t = read_safetensors(path)
     return TokenizedSplit(tokens=t["tokens"], doc_offsets=t["doc_offsets"])
 
 

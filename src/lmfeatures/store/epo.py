@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from lmfeatures.io import atomic_path, read_json, write_json
+from lmfeatures.io import atomic_path, read_json, read_parquet, write_json
 
 
 def checkpoint_path(run_dir: str | Path) -> Path:
@@ -54,7 +54,7 @@ def load_runs(run_dirs: list[str]) -> pd.DataFrame:
     runs = []
     for d in run_dirs:
         meta = read_frontier(d)
-        h = pd.read_parquet(Path(d) / "history.parquet", columns=["text", "target", "xent"])
+        h = read_parquet(Path(d) / "history.parquet", columns=["text", "target", "xent"])
         h["method"], h["seed"] = meta["method"], meta["seed"]
         runs.append(h)
     return pd.concat(runs, ignore_index=True)
@@ -75,4 +75,4 @@ def write_compare(folder: str | Path, summary: dict, data: pd.DataFrame) -> None
 
 def read_compare(folder: str | Path) -> tuple[dict, pd.DataFrame]:
     """(compare.json, the dataset examples) of a compare folder."""
-    return read_json(Path(folder) / "compare.json"), pd.read_parquet(Path(folder) / "dataset_examples.parquet")
+    return read_json(Path(folder) / "compare.json"), read_parquet(Path(folder) / "dataset_examples.parquet")

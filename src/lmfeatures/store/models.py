@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lmfeatures.io import read_json, write_json
+from lmfeatures.io import read_json, reading, write_json
 from lmfeatures.lm.models import ModelUnavailable
 
 TRAINING_LOG = "training_log.csv"
@@ -29,7 +29,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ModelUnavailable(f"no model at {str(path)!r}: run the DAG (snakemake) to build it first")
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(device).eval()
+    with reading(path / "model.safetensors"):
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     return model, tokenizer
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lmfeatures.io import read_json, write_json
+from lmfeatures.io import read_json, read_parquet, write_json
 from lmfeatures.prune.evaluate import PREDICTORS
 from lmfeatures.prune.n2g import Predictor
 
@@ -38,7 +38,7 @@ def read_evaluation(folder: str | Path) -> dict:
 
 
 def read_table(folder: str | Path, neuron: str) -> pd.DataFrame:
-    return pd.read_parquet(Path(folder) / f"{neuron}.parquet")
+    return read_parquet(Path(folder) / f"{neuron}.parquet")
 
 
 def read_predictors(folder: str | Path, neuron: str) -> dict[str, Predictor] | None:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from lmfeatures.io import read_json, write_json
+from lmfeatures.io import read_json, read_parquet, read_safetensors, write_json
 from lmfeatures.lm.hooks import HookedModel
 from lmfeatures.sae.sae import SAEError, SparseAutoencoder, from_sae_lens_files, sae_lens_files
 from lmfeatures.store.neurons import write_pages as write_html_pages
@@ -39,7 +39,7 @@ def load_sae(path: str | Path, model: HookedModel | None = None) -> tuple[Sparse
     if not (path / "cfg.json").is_file() or not (path / "sae_weights.safetensors").is_file():
         raise SAEError(f"{str(path)!r} is not an SAE folder (cfg.json and sae_weights.safetensors)")
     cfg = read_json(path / "cfg.json")
-    sae = from_sae_lens_files(cfg, load_file(str(path / "sae_weights.safetensors")))
+    sae = from_sae_lens_files(cfg, read_safetensors(path / "sae_weights.safetensors"))
     hook = (cfg.get("metadata") or {}).get("hook_name") or cfg.get("hook_name")
     if model is not None:
         try:
@@ -54,7 +54,7 @@ def load_sae(path: str | Path, model: HookedModel | None = None) -> tuple[Sparse
 
 def read_checks(checks_dir: str | Path) -> dict[str, pd.DataFrame]:
     """{dictionary name: its check table} of a checks folder."""
-    return {p.stem: pd.read_parquet(p) for p in sorted(Path(checks_dir).glob("*.parquet"))}
+    return {p.stem: read_parquet(p) for p in sorted(Path(checks_dir).glob("*.parquet"))}
 
 
 def write_run(folder: str | Path, log: list[dict], evaluation: dict) -> None:
@@ -100,7 +100,7 @@ def load_checks_scan(checks_dir: str | Path, model_dir: str | Path) -> Scan:
 
 def read_correlations(checks_dir: str | Path, run: str) -> torch.Tensor:
     """[d_sae, d_mlp]: Pearson r of each of run's features with each neuron of the layer."""
-    return load_file(str(Path(checks_dir) / "neuron_correlations.safetensors"))[f"{run}.neurons"]
+    return read_safetensors(Path(checks_dir) / "neuron_correlations.safetensors")[f"{run}.neurons"]
 
 
 def read_proxies(checks_dir: str | Path) -> dict:

@@ -8,15 +8,14 @@ meta.json            model, model fingerprint, shapes, scan config, hooks, docum
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from lmfeatures.io import atomic_path, write_json
+from lmfeatures.io import atomic_path, read_json, read_safetensors, write_json
 from lmfeatures.lm.hooks import HookedModel
 from lmfeatures.scan.scan import ScanConfig, ScanError, Windows, hook_names
 from lmfeatures.store.models import fingerprint
@@ -86,7 +85,7 @@ def load_scan(path: str | Path, model_dir: str | Path | None = None, expect: dic
     path = Path(path)
     if not (path / "meta.json").is_file():
         raise ScanError(f"no complete scan at {str(path)!r}: run the scan rule (snakemake) first")
-    meta = json.loads((path / "meta.json").read_text())
+    meta = read_json(path / "meta.json")
     if meta.get("format") != SCAN_FORMAT:
         raise ScanError(f"scan at {str(path)!r} has format {meta.get('format')}, expected {SCAN_FORMAT}: rerun it")
     if model_dir is not None and meta["model_fingerprint"] != fingerprint(model_dir):
@@ -98,7 +97,7 @@ def load_scan(path: str | Path, model_dir: str | Path | None = None, expect: dic
             raise ScanError(
                 f"scan at {str(path)!r} has {key}={meta['scan_config'].get(key)!r}, expected {value!r}: rerun the scan"
             )
-    w = load_file(str(path / "windows.safetensors"))
+    w = read_safetensors(path / "windows.safetensors")
     windows = Windows(
         doc=w["doc"],
         start=w["start"],
@@ -106,7 +105,7 @@ def load_scan(path: str | Path, model_dir: str | Path | None = None, expect: dic
         ids=w["ids"],
         skipped_short_docs=meta["skipped_short_docs"],
     )
-    return Scan(meta=meta, tensors=load_file(str(path / "scan.safetensors")), windows=windows, path=path)
+    return Scan(meta=meta, tensors=read_safetensors(path / "scan.safetensors"), windows=windows, path=path)
 
 
 def write_scan(
