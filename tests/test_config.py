@@ -188,3 +188,20 @@ def test_a_causal_lm_is_no_fill_mask_proposer(tmp_path):
 def test_an_unknown_corpus_encoding_is_refused_before_any_job():
     with pytest.raises(ConfigError, match=r"^config key 'corpus.encoding': 'utf-9' is not an encoding"):
         _check(lambda c: c["corpus"].update(encoding="utf-9"))
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path, capsys):
+    """Snakemake's own loader says only "Config file is not valid JSON or YAML"; check-config says where."""
+    from lmfeatures.__main__ import main
+
+    broken = tmp_path / "mine.yaml"
+    broken.write_text("seed: 0\nmodels:\n  - {name: a, source: train\n  bad: [\n")
+    assert main(["check-config", str(broken)]) == 1
+    assert f"config file {broken}, line 4, column 6: not valid YAML" in capsys.readouterr().err
+    assert main(["check-config", "config/test.yaml"]) == 0
+
+
+def test_alignment_sizes_with_one_model_is_refused():
+    """It ran five minutes, and only the report said that nothing was compared."""
+    with pytest.raises(ConfigError, match=r"^config key 'alignment.sizes': lists one model \(neox-s\)"):
+        _check(lambda c: c["alignment"].update(sizes=["neox-s"]))

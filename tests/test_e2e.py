@@ -4,11 +4,14 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
-from workflow_runs import REPO, snakemake, snakemake_command
+from workflow_runs import REPO, differing_outputs, snakemake, snakemake_command
 
 # the rules that only present results: an edit to lmfeatures/report/ may rerun these and nothing else
 SUMMARIES = {"model_summary", "scan_summary", "epo_summary", "prune_summary", "alignment_summary", "sae_summary"}
@@ -160,6 +163,41 @@ def test_a_config_of_ones_own_replaces_the_default(tmp_path):
     assert result.returncode != 0
     assert "config key 'sae.controls'" in result.stdout
     assert f"(not set in {mine}: the schema's default, workflow/schemas/config.schema.yaml)" in result.stdout
+
+
+def test_the_same_command_recovers_after_a_kill_and_an_interrupt(e2e_run, tmp_path):
+    """README: after a SIGKILL (of snakemake and its jobs) or a Ctrl-C, rerun the same command. It
+    stopped at "Directory cannot be locked" (--unlock), then at incomplete files (--rerun-incomplete),
+    and an EPO run that Ctrl-C let finish was flagged incomplete and recomputed from scratch."""
+    from micro import save_local_model
+
+    workdir = tmp_path / "run"
+    save_local_model("qwen3", str(workdir / "local-models" / "qwen3-micro"))
+    command, log = snakemake_command(workdir), tmp_path / "log"
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(command, stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_for(path: Path, process: subprocess.Popen) -> None:
+        deadline = time.monotonic() + 400
+        while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert path.exists(), log.read_text()[-3000:]
+
+    process = start()
+    wait_for(workdir / "results" / "models" / "micro-b", process)
+    os.killpg(process.pid, signal.SIGKILL)  # snakemake and its running jobs
+    process.wait()
+    assert list((workdir / ".snakemake" / "locks").glob("*.lock"))  # what the kill left
+
+    process = start()
+    wait_for(workdir / "results" / "logs" / "epo" / "micro-b" / "L1N3" / "seed0.log", process)
+    process.send_signal(signal.SIGINT)  # snakemake alone: it lets its running jobs finish
+    assert process.wait(timeout=300) != 0
+
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    assert differing_outputs(workdir / "results", e2e_run / "results") == []
 
 
 def test_scans_pages_and_report_section(run):

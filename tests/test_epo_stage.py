@@ -44,7 +44,6 @@ def _run(model_dir, out_dir):
 
 def _result(out_dir):
     frontier = json.loads((out_dir / "frontier.json").read_text())
-    frontier.pop("model_dir")
     history = pd.read_parquet(out_dir / "history.parquet").drop(columns=["seconds"])
     return frontier, history
 

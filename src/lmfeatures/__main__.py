@@ -1,8 +1,9 @@
-"""Command line: `python -m lmfeatures probe ...` (see lmfeatures.probe)."""
+"""Command line: `python -m lmfeatures probe ...` (see lmfeatures.probe) and `python -m lmfeatures
+check-config FILE` (see lmfeatures.config.main)."""
 
 import sys
 
-COMMANDS = {"probe": "lmfeatures.probe"}
+COMMANDS = {"probe": "lmfeatures.probe", "check-config": "lmfeatures.config"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -367,7 +368,12 @@ def check_device(config: dict) -> None:
 
 def _check_alignment_ranges(alignment: dict, shapes: dict[str, dict | None]) -> None:
     """Feature indices within every alignment model's width; input lengths within its context; at
-    least one model with two layers to compare."""
+    least one model with two layers to compare; two sizes or none."""
+    if len(alignment.get("sizes", [])) == 1:
+        raise ConfigError(
+            f"config key 'alignment.sizes': lists one model ({alignment['sizes'][0]}), so no sizes can be compared; "
+            "list two models of one family or more, or none ([]) to skip the comparison"
+        )
     known = [shapes[n]["n_layers"] for n in alignment.get("models", []) if shapes[n] is not None]
     if known and len(known) == len(alignment["models"]) and max(known) < 2:
         raise ConfigError(
@@ -522,13 +528,40 @@ def validate_config(
     return config
 
 
-def load_config(path: str | Path, schema_path: str | Path = SCHEMA_PATH) -> dict:
-    """Read a YAML config file and validate it (for use outside Snakemake, e.g. the probe CLI)."""
+def read_config_file(path: str | Path) -> dict:
+    """A YAML config file as a dict; ConfigError naming the file, line and column of a syntax error."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    config = yaml.safe_load(path.read_text()) or {}
-    return validate_config(copy.deepcopy(config), schema_path)
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"config file {path}{where}: not valid YAML ({getattr(err, 'problem', None) or err})"
+        ) from None
+
+
+def load_config(path: str | Path, schema_path: str | Path = SCHEMA_PATH) -> dict:
+    """Read a YAML config file and validate it (for use outside Snakemake, e.g. the probe CLI)."""
+    config = read_config_file(path)
+    return validate_config(copy.deepcopy(config), schema_path, sources=ConfigSources([Path(path)]))
+
+
+def main(argv: list[str]) -> int:
+    """`python -m lmfeatures check-config FILE`: what a run would say about FILE, before any job
+    (and where Snakemake's own loader only says "not valid JSON or YAML", the line and column)."""
+    if len(argv) != 1:
+        print("usage: python -m lmfeatures check-config FILE", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(argv[0])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{argv[0]}: valid ({len(config['models'])} models: {', '.join(m['name'] for m in config['models'])})")
+    return 0
 
 
 def model_entry(config: dict, name: str) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import functools
+import glob
 import hashlib
 import importlib.metadata
 import json
@@ -44,10 +45,13 @@ def atomic_path(final: str | Path, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling path; rename it to `final` only if the block succeeds.
 
     The temporary name starts with '.' and ends in '.partial' so nothing globbing for results
-    picks it up. An existing `final` is replaced.
+    picks it up. An existing `final` is replaced, and so are the temporaries of a killed writer of
+    `final` (one job writes each output).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for left in final.parent.glob(f".{glob.escape(final.name)}.*.partial"):
+        shutil.rmtree(left, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     target = tmp if directory else tmp / final.name
     try:
@@ -97,6 +101,43 @@ def log_stderr(log_path: str | Path) -> Iterator[None]:
 def write_json(path: str | Path, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+LOCK_OWNER = "lmfeatures-lock-owner.json"  # under .snakemake/: the run that took Snakemake's lock
+
+
+def release_stale_lock(snakemake_dir: str | Path = ".snakemake") -> str | None:
+    """Recover from a run that died holding Snakemake's lock (SIGKILL, a lost session), which makes
+    every later run stop with "Directory cannot be locked" until `snakemake --unlock`.
+
+    A run records itself (host, pid, process start time) in snakemake_dir/LOCK_OWNER before it
+    takes the lock. The lock is stale when that process is gone from this host: then it is removed
+    and a line saying so returned. A lock with no record, or taken on another host, is left to
+    Snakemake's own message. The caller then becomes the recorded owner, unless a live run holds
+    the lock."""
+    import psutil
+
+    folder = Path(snakemake_dir)
+    locks, record = sorted((folder / "locks").glob("*.lock")), folder / LOCK_OWNER
+    released = None
+    if locks:
+        try:
+            owner = json.loads(record.read_text())
+        except (OSError, ValueError):
+            return None
+        try:
+            alive = psutil.Process(owner["pid"]).create_time() == owner["started"]
+        except psutil.NoSuchProcess:
+            alive = False
+        if owner.get("host") != platform.node() or alive:
+            return None
+        for lock in locks:
+            lock.unlink(missing_ok=True)
+        released = f"removed the lock of snakemake run {owner['pid']}, which ended without releasing it (killed)"
+    folder.mkdir(parents=True, exist_ok=True)
+    me = psutil.Process()
+    record.write_text(json.dumps({"host": platform.node(), "pid": me.pid, "started": me.create_time()}))
+    return released
 
 
 class ResultsTreeError(RuntimeError):

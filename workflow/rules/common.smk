@@ -3,6 +3,7 @@ import functools
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from snakemake.utils import min_version
@@ -18,7 +19,7 @@ from lmfeatures.config import (
     sae_twin,
     validate_config,
 )
-from lmfeatures.io import check_folders, code_version
+from lmfeatures.io import check_folders, code_version, release_stale_lock
 from lmfeatures.store.selection import read_selection
 
 min_version("8.0")
@@ -51,6 +52,12 @@ MODELS = {m["name"]: m for m in config["models"]}
 TRAINED = [n for n, m in MODELS.items() if m["source"] == TRAIN]
 TWINS = [n for n, m in MODELS.items() if m["source"] == UNTRAINED_TWIN]
 HUB = [n for n, m in MODELS.items() if m["source"] not in (TRAIN, UNTRAINED_TWIN)]
+
+# The same command recovers after a run was killed: a lock its dead process left is removed.
+if MAIN_PROCESS and not workflow.dryrun and workflow.execution_settings.lock:
+    _released = release_stale_lock()
+    if _released:
+        print(f"lmfeatures: {_released}", file=sys.stderr)
 
 RESULT_FOLDERS = ("data", "models", "scans", "selection", "epo", "prune", "alignment", "sae", "neurons", "report")
 if MAIN_PROCESS:  # a file where a results folder goes stops the run here, before any job starts

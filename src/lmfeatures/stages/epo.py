@@ -162,6 +162,9 @@ def epo_run(
         )
     epo(scorer, tok, cfg, state, record)  # updates `state` in place, which record() checkpoints
     bar.close()
+    # kept until epo_compare reads the run: Snakemake may yet reject this output (a run interrupted
+    # with Ctrl-C flags the jobs it let finish as incomplete), and the rerun then resumes from here
+    save_checkpoint({"run": run_id, "state": state, "history": history}, ckpt)
     df = pd.DataFrame(history)
     df["text"] = tok.batch_decode(df["ids"].tolist())
     front = pareto_front(torch.tensor(df["target"].values), torch.tensor(df["xent"].values)).tolist()
@@ -185,7 +188,7 @@ def epo_run(
             tmp,
             df,
             {
-                "model_dir": model_dir,
+                "model": Path(model_dir).name,  # not the path: a results folder can move
                 "neuron": neuron,
                 "method": method,
                 "seed": seed,
@@ -196,7 +199,6 @@ def epo_run(
         )
         seconds = float(df.groupby("iteration")["seconds"].first().sum())
         write_provenance(tmp, config, seed, neuron=neuron, method=method, seconds=seconds)
-    remove_checkpoint(ckpt)
 
 
 REAL_TEXT_SLICES = 4000
@@ -235,3 +237,5 @@ def epo_compare(
     with atomic_path(out_dir, directory=True) as tmp:
         write_compare(tmp, summary, data)
         write_provenance(tmp, config, config.get("seed"), neuron=neuron)
+    for run in runs:  # accepted by Snakemake, since this job started: no rerun will need them
+        remove_checkpoint(checkpoint_path(run))

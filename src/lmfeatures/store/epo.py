@@ -4,7 +4,7 @@ L{l}N{n}/seed{s}/ and L{l}N{n}/baselines/{method}/seed{s}/   one run:
     history.parquet   every scored candidate: iteration, ids, target, xent, kept, restart_lambda,
                       reinitialised, seconds, text
     frontier.json     the run's settings and its Pareto frontier (decoded, re-encoded, re-scored)
-.seed{s}.checkpoint.pt   beside a run while it is unfinished: its state, to resume from
+.seed{s}.checkpoint.pt   beside a run until epo_compare has read it: its state, to resume from
 L{l}N{n}/compare/     compare.json (best per fluency threshold vs. the dataset maximum) and
                       dataset_examples.parquet (the top examples scored the way EPO scores)
 real_text_xent.json   the fluency model's cross-entropy on real text (calibrated thresholds)
@@ -36,7 +36,7 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def remove_checkpoint(path: Path) -> None:
-    """Once the run it belongs to is written."""
+    """Once the run it belongs to is read by the job after it (epo_compare)."""
     path.unlink(missing_ok=True)
 
 
