@@ -54,7 +54,7 @@ TWINS = [n for n, m in MODELS.items() if m["source"] == UNTRAINED_TWIN]
 HUB = [n for n, m in MODELS.items() if m["source"] not in (TRAIN, UNTRAINED_TWIN)]
 
 # The same command recovers after a run was killed: a lock its dead process left is removed.
-if MAIN_PROCESS and not workflow.dryrun and workflow.execution_settings.lock:
+if MAIN_PROCESS and not workflow.dryrun:
     _released = release_stale_lock()
     if _released:
         print(f"lmfeatures: {_released}", file=sys.stderr)
