@@ -1,4 +1,5 @@
 import os
+import time
 
 import pytest
 import torch
@@ -37,10 +38,13 @@ def small_tokenizer(small_corpus):
 
 @pytest.fixture(scope="session")
 def e2e_run(tmp_path_factory):
-    """The workflow run on config/test.yaml in a temporary folder (the end-to-end and cluster tests)."""
+    """The workflow run on config/test.yaml in a temporary folder (the end-to-end and cluster tests);
+    prints its wall time (pytest -s), which the SLURM test's is compared with."""
     from micro import save_local_model
 
     workdir = tmp_path_factory.mktemp("e2e")
     save_local_model("qwen3", str(workdir / "local-models" / "qwen3-micro"))  # test.yaml's qwen3-local
+    start = time.monotonic()
     snakemake(workdir)
+    print(f"\nthe DAG on config/test.yaml locally: {time.monotonic() - start:.0f} s")
     return workdir

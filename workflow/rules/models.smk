@@ -41,6 +41,7 @@ rule untrained_twin:
         model=one_of(TWINS),
     conda:
         "../envs/lmfeatures.yaml"
+    priority: PRIORITY_CHAIN  # the trained model's neuron selection waits for its twin's scan
     threads: 1
     resources:
         **job_resources(20, studied_model),

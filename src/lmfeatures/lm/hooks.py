@@ -97,6 +97,7 @@ class HookedModel:
         if module_paths is None:
             module_paths = getattr(model.config, "lmfeatures_module_paths", None)
         spec, self._given = arch_spec(model, module_paths)
+        self._overridden = frozenset(module_paths or {})  # the paths a person gave for this model
 
         # Resolve every path now, so a wrong spec fails here with its name rather than mid-experiment.
         def resolve(root: nn.Module, key: str, path: str) -> nn.Module:
@@ -239,7 +240,7 @@ class HookedModel:
                     if "mlp_act" in self._given:
                         raise self._fail(f"mlp_pre.{layer}", "mlp_act", f"the module's input has no {self.d_mlp} units")
                     self._mlp_acts, spec = None, replace(spec, mlp_act=None)
-        if self._mlp_outs:
+        if self._mlp_outs and "mlp_out" in self._overridden:  # the table's paths are tested per architecture
             self._check_mlp_out_feeds_residual(ids, seen)
         if self._mlp_acts and not self._mlp_act_feeds_mlp_out(ids, seen):
             if "mlp_act" in self._given:
@@ -277,14 +278,14 @@ class HookedModel:
         io: dict[str, tuple[Tensor, Tensor]] = {}
 
         def record(path):
-            def hook(mod, args, out):
-                x, y = _first_tensor(args), _first_tensor(out if isinstance(out, tuple) else (out,))
+            def hook(mod, args, kwargs, out):
+                x, y = _first_tensor(args, kwargs), _first_tensor(out if isinstance(out, tuple) else (out,))
                 if x is not None and y is not None:
                     io.setdefault(path, (x.detach().clone(), y.detach().clone()))
 
             return hook
 
-        handles = [m.register_forward_hook(record(p)) for p, m in self._blocks[0].named_modules()]
+        handles = [m.register_forward_hook(record(p), with_kwargs=True) for p, m in self._blocks[0].named_modules()]
         if zero is not None:  # registered last: runs after record, so the module's own output is recorded
             handles.append(zero.register_forward_hook(lambda mod, args, out: torch.zeros_like(out)))
         self._forward_with(ids, handles)

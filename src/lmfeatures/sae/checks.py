@@ -63,8 +63,11 @@ def firing(units: Tensor, unit_max: Tensor, share: float) -> Tensor:
 
 
 def _sparse_t(x: Tensor) -> Tensor:
-    """x [tokens, units] (mostly zero) -> x^T as a sparse COO tensor, for x^T @ dense products."""
-    return x.T.to_sparse()
+    """x [tokens, units] (mostly zero) -> x^T as a sparse COO tensor, for x^T @ dense products
+    (built from x's nonzeros: to_sparse of the transposed view is several times slower)."""
+    token, unit = x.nonzero(as_tuple=True)
+    indices = torch.stack([unit, token])
+    return torch.sparse_coo_tensor(indices, x[token, unit], (x.shape[1], x.shape[0]), check_invariants=False).coalesce()
 
 
 class ProxySelection:
@@ -221,13 +224,17 @@ def predicted_tokens(after_class: Tensor, after_any: Tensor, n_tokens: int, min_
     return torch.where(top.values > 0, top.indices, -1)
 
 
-def class_logprob(logits: Tensor, tokens: Tensor) -> Tensor:
-    """log p(any of tokens) [R, pos] from logits [R, pos, V] and tokens [R, P] (-1 padding; a row
-    with none gives -inf)."""
+def class_logprob(logits: Tensor, tokens: Tensor, windows: Tensor | None = None) -> Tensor:
+    """log p(any of tokens) [R, pos] from logits [W, pos, V] and tokens [R, P] (-1 padding; a row
+    with none gives -inf): row r reads the logits of window windows[r] (default: window r). Each
+    window's normaliser (logsumexp over V) is computed once, however many rows share it."""
     logits = logits.float()
-    picked = logits.gather(2, tokens.clamp(min=0)[:, None, :].expand(-1, logits.shape[1], -1))
+    if windows is None:
+        windows = torch.arange(len(tokens), device=logits.device)
+    positions = torch.arange(logits.shape[1], device=logits.device)
+    picked = logits[windows[:, None, None], positions[None, :, None], tokens.clamp(min=0)[:, None, :]]  # [R, pos, P]
     picked = picked.masked_fill((tokens < 0)[:, None, :], -math.inf)
-    return picked.logsumexp(-1) - logits.logsumexp(-1)
+    return picked.logsumexp(-1) - logits.logsumexp(-1)[windows]
 
 
 def logit_scores(

@@ -168,12 +168,15 @@ def _class_effects(reader, sae, windows, rows_window, rows_unit, rows_class, pre
         on, cls = shown[where.cpu()], rows_class[rows]
         removed = reader.logits(windows, on, acts[where] - activation[..., None] * directions[unit][:, None, :])
         tokens = predicted[cls].to(reader.device)  # [r, P]
-        before = class_logprob(clean[where], tokens)
+        before = class_logprob(clean, tokens, where)
         counted = firing(activation, maxima[unit.cpu()].to(reader.device)[:, None], share)
         counted &= (windows.valid[on] & windows.classes[on, :, cls]).to(reader.device)
         n = counted.sum(1)
-        for out, after in ((effect, removed), (layer_effect, ablated[where])):
-            delta = class_logprob(after, tokens) - before
+        for out, after in (
+            (effect, class_logprob(removed, tokens)),
+            (layer_effect, class_logprob(ablated, tokens, where)),
+        ):
+            delta = after - before
             out[rows] = torch.where(n > 0, (delta * counted).sum(1) / n.clamp(min=1), math.nan).cpu()
         count[rows] = n.float().cpu()
     return effect, layer_effect, count
