@@ -198,6 +198,7 @@ def test_the_same_command_recovers_after_a_kill_and_an_interrupt(e2e_run, tmp_pa
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
     assert differing_outputs(workdir / "results", e2e_run / "results") == []
+    assert not list((workdir / "results" / "epo").rglob("*.checkpoint.pt"))  # removed by epo_compare
 
 
 def test_scans_pages_and_report_section(run):

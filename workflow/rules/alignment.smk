@@ -13,6 +13,7 @@ rule alignment_inputs:
         f"{RESULTS}/logs/alignment/{{model}}.log",
     wildcard_constraints:
         model=one_of(config["alignment"]["models"]),
+    priority: PRIORITY_CHAIN
     conda:
         "../envs/lmfeatures.yaml"
     threads: config["job_threads"]

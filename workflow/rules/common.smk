@@ -199,9 +199,9 @@ def report_section(name, title, rule, on=True, off=""):
 
 
 # --- the order of jobs on a few cores: training first (every chain starts from a trained model, and a
-# training job takes all its threads), then the jobs that start the long chains (the untrained twins
-# and scans that the neuron selection, EPO and pruning wait for, EPO's runs, the SAE stage), then
-# the rest (pages, summaries, the report).
+# training job takes all its threads), then the jobs of the long chains (the untrained twins and
+# scans that the neuron selection, EPO and pruning wait for, EPO's runs, the SAE stage, alignment and
+# its summary, the longest), then the rest (pages, pruning, the other summaries, the report).
 PRIORITY_TRAINING = 50
 PRIORITY_CHAIN = 10
 

@@ -39,9 +39,9 @@ rule untrained_twin:
         f"{RESULTS}/logs/models/{{model}}.log",
     wildcard_constraints:
         model=one_of(TWINS),
+    priority: PRIORITY_CHAIN  # the trained model's neuron selection waits for its twin's scan
     conda:
         "../envs/lmfeatures.yaml"
-    priority: PRIORITY_CHAIN  # the trained model's neuron selection waits for its twin's scan
     threads: 1
     resources:
         **job_resources(20, studied_model),

@@ -103,6 +103,7 @@ rule alignment_summary:
         section=f"{RESULTS}/report/alignment/summary.md",
     log:
         f"{RESULTS}/logs/report/alignment_summary.log",
+    priority: PRIORITY_CHAIN  # the longest summary: not alone at the end
     conda:
         "../envs/lmfeatures.yaml"
     resources:
