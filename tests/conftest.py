@@ -3,7 +3,7 @@ import time
 
 import pytest
 import torch
-from workflow_runs import snakemake
+from workflow_runs import report_line, snakemake
 
 # Micro models are tiny: one thread avoids oversubscribing the 2 cores (and is deterministic).
 torch.set_num_threads(1)
@@ -37,14 +37,14 @@ def small_tokenizer(small_corpus):
 
 
 @pytest.fixture(scope="session")
-def e2e_run(tmp_path_factory):
+def e2e_run(tmp_path_factory, request):
     """The workflow run on config/test.yaml in a temporary folder (the end-to-end and cluster tests);
-    prints its wall time (pytest -s), which the SLURM test's is compared with."""
+    reports its wall time, which the SLURM test's is compared with."""
     from micro import save_local_model
 
     workdir = tmp_path_factory.mktemp("e2e")
     save_local_model("qwen3", str(workdir / "local-models" / "qwen3-micro"))  # test.yaml's qwen3-local
     start = time.monotonic()
     snakemake(workdir)
-    print(f"\nthe DAG on config/test.yaml locally: {time.monotonic() - start:.0f} s")
+    report_line(request, f"\nthe DAG on config/test.yaml locally: {time.monotonic() - start:.0f} s")
     return workdir

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from workflow_runs import REPO, comparable, differing_outputs, snakemake_command
+from workflow_runs import REPO, comparable, differing_outputs, report_line, snakemake_command
 
 pytestmark = [pytest.mark.cluster, pytest.mark.system]
 SLURM_SH = REPO / "tests" / "cluster" / "slurm.sh"
@@ -87,8 +87,8 @@ def run_under_slurm(env: dict, workdir: Path, *targets: str, config=(), options=
 
 
 @pytest.fixture(scope="module")
-def slurm_run(slurm, tmp_path_factory):
-    """The whole DAG on config/test.yaml under SLURM: (workdir, snakemake's output); prints its wall time."""
+def slurm_run(slurm, tmp_path_factory, request):
+    """The whole DAG on config/test.yaml under SLURM: (workdir, snakemake's output); reports its wall time."""
     from micro import save_local_model
 
     workdir = tmp_path_factory.mktemp("slurm-run")
@@ -96,7 +96,7 @@ def slurm_run(slurm, tmp_path_factory):
     start = time.monotonic()
     returncode, output = run_under_slurm(slurm, workdir)
     assert returncode == 0, output[-5000:]
-    print(f"\nthe DAG on config/test.yaml under SLURM: {time.monotonic() - start:.0f} s")
+    report_line(request, f"\nthe DAG on config/test.yaml under SLURM: {time.monotonic() - start:.0f} s")
     return workdir, output
 
 

@@ -40,6 +40,12 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600)
     return result
 
 
+def report_line(request, line: str) -> None:
+    """Print `line` past pytest's output capture (a measurement the test log should show)."""
+    with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+        print(line)
+
+
 def _without_timing(value):
     if isinstance(value, dict):
         return {k: _without_timing(v) for k, v in value.items() if k not in TIMING_FIELDS}
