@@ -66,13 +66,16 @@ def comparable(path: Path):
 
 def differing_outputs(results_a: Path, results_b: Path) -> list[str]:
     """Paths under two results/ folders that differ, provenance.json and logs aside (they hold
-    commits, hosts and timings), or that only one run wrote."""
+    commits, hosts and timings), or that only one run wrote. Snakemake's own marker in a directory
+    output (.snakemake_timestamp, left where an interrupted run's job finished) is not an output."""
 
     def outputs(root: Path) -> set[Path]:
         return {
             p.relative_to(root)
             for p in root.rglob("*")
-            if p.is_file() and p.name != "provenance.json" and p.relative_to(root).parts[0] != "logs"
+            if p.is_file()
+            and p.name not in ("provenance.json", ".snakemake_timestamp")
+            and p.relative_to(root).parts[0] != "logs"
         }
 
     a, b = outputs(results_a), outputs(results_b)
