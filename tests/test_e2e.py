@@ -192,9 +192,8 @@ def test_the_same_command_recovers_after_a_kill_and_an_interrupt(e2e_run, tmp_pa
 
     process = start()
     wait_for(workdir / "results" / "logs" / "epo" / "micro-b" / "L1N3" / "seed0.log", process)
-    process.send_signal(signal.SIGINT)  # snakemake alone: it lets its running jobs finish, starts no other
+    process.send_signal(signal.SIGINT)  # snakemake alone: it lets its running jobs finish (or all, when late)
     process.wait(timeout=300)
-    assert not (workdir / "results" / "report" / "index.html").exists(), log.read_text()[-3000:]
 
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
