@@ -279,7 +279,7 @@ def hub_model_shape(entry: dict, path: Path, where: str = "models") -> dict:
         mlp_out = None if spec.no_neurons else submodule(blocks[0], "mlp_out", spec.mlp_out)
         d_mlp = None if mlp_out is None else mlp_width(mlp_out, spec.mlp_out, d_model)
     except (ArchitectureError, TypeError) as err:
-        key = f"{where}.module_paths.{err.key}" if getattr(err, "key", None) else where
+        key = err.config_key(where) if isinstance(err, ArchitectureError) else where
         raise ConfigError(f"config key {key!r} ({entry['name']}): {err}") from None
     if spec.no_neurons:
         raise ConfigError(

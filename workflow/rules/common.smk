@@ -60,15 +60,13 @@ if MAIN_PROCESS and not workflow.dryrun:
         print(f"lmfeatures: {_released}", file=sys.stderr)
 
 RESULT_FOLDERS = ("data", "models", "scans", "selection", "epo", "prune", "alignment", "sae", "neurons", "report")
-if MAIN_PROCESS:  # a file where a results folder goes stops the run here, before any job starts
+if MAIN_PROCESS:  # a file where a results folder goes, or a hub / path model that cannot be had, stops the run here
+    from lmfeatures.lm.models import check_hub_source
+
     check_folders(
         [f"{RESULTS}/{kind}/{name}" for kind in RESULT_FOLDERS for name in MODELS]
         + [f"{RESULTS}/logs/{kind}" for kind in RESULT_FOLDERS]
     )
-
-if MAIN_PROCESS:  # a hub / path model that cannot be had stops the run here, before any job starts
-    from lmfeatures.lm.models import check_hub_source
-
     for _name in HUB:
         check_hub_source(_name, MODELS[_name]["source"])
 

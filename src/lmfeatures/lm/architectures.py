@@ -103,6 +103,10 @@ class ArchitectureError(ValueError):
         super().__init__(message)
         self.key = key
 
+    def config_key(self, entry_key: str) -> str:
+        """The config key to fix for the model entry at `entry_key` (e.g. "models[3]")."""
+        return f"{entry_key}.module_paths.{self.key}" if self.key else entry_key
+
 
 def _fix(model_type: str, key: str) -> str:
     return (

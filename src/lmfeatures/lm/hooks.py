@@ -306,15 +306,16 @@ class HookedModel:
             scale = float((delta * out).sum() / (out * out).sum().clamp_min(1e-12))
             return scale != 0 and _close(delta, scale * out)
 
-        if proportional(normal[""][1].float() - ablated[""][1].float()):
+        block_out = normal[""][1]
+        block_change = block_out.float() - ablated[""][1].float()
+        if proportional(block_change):
             return
-        block_change = normal[""][1].float() - ablated[""][1].float()
         for path, (x, y) in normal.items():
             if not path or path not in ablated:
                 continue
             if _close(x.float(), out) and _close(y.float(), block_change):  # a norm after the MLP
                 return
-            x_ablated, block_out = ablated[path][0].float(), normal[""][1]
+            x_ablated = ablated[path][0].float()
             added_to = (
                 not proportional(x.float()) and x.shape == x_ablated.shape and proportional(x.float() - x_ablated)
             )

@@ -111,8 +111,9 @@ def hub_model(
     try:
         HookedModel(model)  # stop here, not after a scan of the wrong modules
     except ArchitectureError as err:
-        key = f"{entry_key}.module_paths.{err.key}" if err.key else entry_key
-        raise ArchitectureError(f"config key {key!r} ({entry['name']}): {err}", key=err.key) from None
+        raise ArchitectureError(
+            f"config key {err.config_key(entry_key)!r} ({entry['name']}): {err}", key=err.key
+        ) from None
     model = model.to(resolve_device(device))
     cfg = _train_config(training, seed)
     heldout = tokenize_texts(tok, load_corpus(corpus_dir)["heldout"]["text"])
