@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from lmfeatures.config import load_config
+from lmfeatures.config import TRAIN, load_config
 from lmfeatures.lm.hooks import HookedModel
-from lmfeatures.lm.models import TRAIN, family_config, init_model
+from lmfeatures.lm.models import family_config, init_model
 from lmfeatures.scan.scan import ScanConfig, Windows, scan
 from lmfeatures.store.models import load_model
 

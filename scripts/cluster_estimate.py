@@ -1,135 +1,141 @@
-"""The README's worked estimate ("On a cluster"): GPU hours and wall time of the default DAG's stages
-pointed at pythia-410m, from per-token costs measured here and a stated GPU throughput.
+"""Projected GPU hours and memory per stage for Pythia-410m and Pythia-1.4B, from the scale run.
 
-    python scripts/cluster_estimate.py [--gpus N]
+    python scripts/cluster_estimate.py [SCALE_RESULTS] [--scan-tokens N] [--gpus N]
 
-Measured: the CPU time per token of a forward pass and of a forward + backward pass of a model with
-pythia-410m's exact shapes (random weights: the cost does not depend on them; nothing is downloaded),
-giving this machine's FLOP rate. Counted: the tokens each stage pushes through the model with the
-default config's budgets (config/config.yaml) on one model of that size. Assumed: GPU_FLOPS, the
-effective fp32 rate of one GPU on these shapes, and per-job start-up.
+SCALE_RESULTS is the results folder of a run of config/scale.yaml (default: scale-run/results; see
+the README's "A real model's size"). An estimate, with these steps and assumptions:
+
+Measured (the scale run, on this machine's CPU): each stage's job time and peak resident memory
+(Snakemake's benchmark files), on a model of GPT-2-small shape with a ~50k vocabulary.
+Work per token: a forward pass costs 2 FLOPs per weight it uses; the scan stops after the last
+block (no unembedding), the other model stages need logits. An SAE job's own matrix products grow
+with the SAE's weights, expansion * d_mlp^2 (its share of the stage is taken as all of it).
+Projected time of a stage = its measured time x (the target's work per token / the scale model's)
+x (the target's tokens / the scale run's): only the scan's tokens change (--scan-tokens, 100M by
+default); the other stages keep config/scale.yaml's budgets. CPU to GPU: the scan job's measured
+rate (FLOPs of its forward passes / its seconds) against GPU_FLOPS, an assumed effective rate of one
+A100-class GPU; every stage is assumed to gain as much as the scan, and each job to start in
+JOB_START_SECONDS.
+Projected memory of a job = the Python and library floor (the smallest peak of a job that loads no
+model) + the rest of its measured peak x the target's parameters / the scale model's (an SAE job:
+x its SAE weights / the scale SAE's). On a GPU most of it is device memory.
+The scan also writes, for each hook, the max of every window for every unit, float16 [windows,
+units]: disk that grows with tokens x units, printed separately.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-import time
+import sys
+from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, GPTNeoXConfig
+from transformers import AutoConfig, AutoModelForCausalLM, GPTNeoXConfig
 
 from lmfeatures.config import load_config
-from lmfeatures.lm.corpus import CorpusConfig, build_corpus
 from lmfeatures.lm.models import n_parameters
+from lmfeatures.store.benchmarks import read_job_benchmarks
 
-# EleutherAI/pythia-410m's config.json
-PYTHIA_410M = dict(
-    hidden_size=1024,
-    num_hidden_layers=24,
-    num_attention_heads=16,
-    intermediate_size=4096,
-    vocab_size=50304,
-    max_position_embeddings=2048,
-    rotary_pct=0.25,
-    use_parallel_residual=True,
-)
-CHARS_PER_TOKEN = 3.5  # Pythia's BPE on Python source (assumed; its tokenizer cannot be downloaded here)
+REPO = Path(__file__).resolve().parents[1]
+# EleutherAI's config.json of each model
+PYTHIA = {
+    "pythia-410m": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+    "pythia-1.4b": dict(hidden_size=2048, num_hidden_layers=24, num_attention_heads=16, intermediate_size=8192),
+}
+PYTHIA_SHARED = dict(vocab_size=50304, max_position_embeddings=2048, rotary_pct=0.25, use_parallel_residual=True)
 GPU_FLOPS = 10e12  # assumed effective fp32 rate of one A100-class GPU (half its 19.5 TFLOP/s peak)
-JOB_START_SECONDS = 60  # assumed: scheduler, Snakemake, loading 1.6 GB of weights
+JOB_START_SECONDS = 60  # assumed: scheduler, Snakemake, loading the weights
+MODEL_FREE_STAGES = ("data", "report")  # their jobs load no model: the memory floor
 
 
-def measure(model, batch: int, length: int, backward: bool, repeats: int = 3) -> float:
-    """CPU seconds per token of a forward (and backward) pass on [batch, length] random tokens."""
-    ids = torch.randint(0, model.config.vocab_size, (batch, length))
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        if backward:
-            model(ids, labels=ids).loss.backward()
-        else:
-            with torch.no_grad():
-                model(ids)
-        best = min(best, time.perf_counter() - start)
-    return best / (batch * length)
-
-
-def stages(config: dict, heldout_tokens: int, n_layers: int) -> dict[str, tuple[float, float, int, str | None]]:
-    """{stage: (forward tokens, forward+backward tokens, jobs it splits into, the stage it waits for)}
-    with the config's budgets on one model of n_layers."""
-    epo, sae, selection, prune = config["epo"], config["sae"], config["neurons"], config["prune"]
-    epo_neurons = len(epo["neurons"].get("layers") or range(n_layers)) * epo["neurons"]["top_per_layer"]
-    gradient_runs = epo_neurons * (len(epo["seeds"]) + len(epo["baseline_seeds"]))  # EPO and GCG
-    runs = gradient_runs + epo_neurons * len(epo["baseline_seeds"])  # and the random baseline
-    per_run = epo["population"] * epo["children"] * epo["n_tokens"] * epo["iterations"]
-    per_gradient_run = epo["population"] * epo["n_tokens"] * epo["iterations"]
-    pruned = n_layers * (selection["top_per_layer"] + selection["random_per_layer"]) + selection["top_concentration"]
-    # per top example: up to max_context prefixes cut back, as many masked copies, and as many variants
-    per_example = 3 * prune["max_context"] * (prune["max_context"] + prune["window"])
-    up_to_sae_layer = (sae["layer"] + 1) / n_layers  # the SAE stage stops the forward pass at its layer
-    sae_runs = 2 * len(sae["seeds"])  # the model's and its untrained twin's
+def shape(config) -> dict:
+    """Parameters and forward FLOPs per token (to the last block; with the unembedding) of a config."""
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    n = n_parameters(model)
+    unembed = config.vocab_size * config.hidden_size
+    blocks = n - 2 * unembed  # without the embedding and the unembedding (untied in these models)
     return {
-        "hub_model: held-out loss": (config["training"]["eval_tokens"], 0, 1, None),
-        "scan: every neuron, held-out split": (heldout_tokens, 0, 1, "hub_model: held-out loss"),
-        f"EPO: {runs} runs ({epo_neurons} neurons; seeds, GCG, random)": (
-            runs * per_run,
-            gradient_runs * per_gradient_run,
-            runs,
-            "scan: every neuron, held-out split",
-        ),
-        f"pruning: {pruned} neurons x {config['scan']['top_k']} examples": (
-            pruned * config["scan"]["top_k"] * per_example,
-            0,
-            1,
-            "scan: every neuron, held-out split",
-        ),
-        "alignment: every token alone, 4 methods": (
-            4 * PYTHIA_410M["vocab_size"],
-            0,
-            1,
-            "hub_model: held-out loss",
-        ),
-        f"SAE: {sae_runs} runs, checks": (
-            up_to_sae_layer * (sae_runs * sae["tokens"] + 6 * sae["check_tokens"]),
-            0,
-            sae_runs + 2,
-            "hub_model: held-out loss",
-        ),
+        "parameters": n,
+        "scan_flops": 2 * blocks,
+        "logit_flops": 2 * (blocks + unembed),
+        "sae_weights": config.intermediate_size**2,  # times the expansion, the same for both
+        "units": config.num_hidden_layers * config.intermediate_size,
     }
+
+
+def project(stages, measured: dict, target: dict, scan_tokens: int, scale_scan_tokens: int, floor: float):
+    """Rows (stage, jobs, CPU s projected, GPU h, peak GB) for a target shape from the scale run's stages."""
+    cpu_rate = scale_scan_tokens * measured["scan_flops"] / stages.loc["scans", "seconds"]  # FLOP/s
+    rows = []
+    for stage, row in stages.iterrows():
+        if stage == "sae":
+            work, memory = (
+                target["sae_weights"] / measured["sae_weights"],
+                target["sae_weights"] / measured["sae_weights"],
+            )
+        elif stage == "scans":
+            work = target["scan_flops"] / measured["scan_flops"] * scan_tokens / scale_scan_tokens
+            memory = target["parameters"] / measured["parameters"]
+        elif stage in MODEL_FREE_STAGES:
+            work, memory = 1.0, 1.0
+        else:
+            work, memory = (
+                target["logit_flops"] / measured["logit_flops"],
+                target["parameters"] / measured["parameters"],
+            )
+        cpu_seconds = row["seconds"] * work
+        gpu_hours = (cpu_seconds * cpu_rate / GPU_FLOPS + row["jobs"] * JOB_START_SECONDS) / 3600
+        peak = floor + max(row["peak_rss_mb"] - floor, 0) * memory
+        rows.append((stage, int(row["jobs"]), cpu_seconds, gpu_hours, peak / 1024))
+    return rows, cpu_rate
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="?", default="scale-run/results", help="results folder of config/scale.yaml")
+    parser.add_argument("--scan-tokens", type=float, default=100e6)
     parser.add_argument("--gpus", type=int, default=8)
     args = parser.parse_args()
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(GPTNeoXConfig(**PYTHIA_410M)).float()
-    n_params = n_parameters(model)
-    embeddings = 2 * PYTHIA_410M["vocab_size"] * PYTHIA_410M["hidden_size"]
-    flops_per_token = 2 * (n_params - embeddings) + embeddings  # matmuls: 2 per weight; the unembedding's
-    forward_s = measure(model, 4, 64, backward=False)
-    backward_s = measure(model.train(), 2, 64, backward=True)
-    cpu_flops = flops_per_token / forward_s
-    print(f"pythia-410m shapes: {n_params / 1e6:.0f}M parameters, {flops_per_token / 1e9:.2f} GFLOP per token forward")
-    print(
-        f"measured on {torch.get_num_threads()} CPU threads: {forward_s * 1e3:.1f} ms/token forward, "
-        f"{backward_s * 1e3:.1f} ms/token forward+backward ({cpu_flops / 1e9:.0f} GFLOP/s); "
-        f"assumed GPU: {GPU_FLOPS / 1e12:.0f} TFLOP/s, {GPU_FLOPS / cpu_flops:.0f}x this CPU"
+    results = Path(args.results)
+    jobs = read_job_benchmarks(results / "benchmarks")
+    if jobs.empty:
+        sys.exit(f"no benchmark files under {results / 'benchmarks'}: run config/scale.yaml first (README)")
+    config = load_config(REPO / "config" / "scale.yaml")
+    (entry,) = config["models"]
+    measured = shape(AutoConfig.from_pretrained(results / "models" / entry["name"]))
+    scale_scan_tokens = config["scan"]["max_tokens"]
+    stages = jobs.groupby("stage").agg(
+        jobs=("job", "size"), seconds=("seconds", "sum"), peak_rss_mb=("peak_rss_mb", "max")
     )
-    config = load_config("config/config.yaml")
-    corpus, _ = build_corpus(CorpusConfig())
-    heldout = int(sum(len(t) for t in corpus["heldout"]["text"]) / CHARS_PER_TOKEN)
-    print("\n| stage | forward tokens | fwd+bwd tokens | jobs | GPU hours |\n|---|---|---|---|---|")
-    total, finished = 0.0, {None: 0.0}  # hours from the start until each stage's last job ends
-    for name, (forward, backward, jobs, after) in stages(config, heldout, PYTHIA_410M["num_hidden_layers"]).items():
-        compute = (forward + backward_s / forward_s * backward) * flops_per_token / GPU_FLOPS
-        hours = (compute + jobs * JOB_START_SECONDS) / 3600
-        total += hours
-        finished[name] = finished[after] + hours / jobs  # a stage's jobs run side by side
-        print(f"| {name} | {forward / 1e6:.2f}M | {backward / 1e6:.2f}M | {jobs} | {hours:.2f} |")
-    print(f"| **total** (with {JOB_START_SECONDS} s start-up per job) | | | | **{total:.1f}** |")
-    wall = max(total / args.gpus, max(finished.values()))
-    print(f"\non {args.gpus} GPUs: wall time about max(total / {args.gpus}, longest chain) = {wall:.1f} h")
+    floor = jobs[jobs["stage"].isin(MODEL_FREE_STAGES)]["peak_rss_mb"].min()
+    print(
+        f"measured: {entry['name']} ({measured['parameters'] / 1e6:.0f}M parameters), {len(jobs)} jobs in "
+        f"{results}; scan of {scale_scan_tokens:,} tokens in {stages.loc['scans', 'seconds']:.0f} s; memory floor "
+        f"{floor:,.0f} MB"
+    )
+    for name, fields in PYTHIA.items():
+        target = shape(GPTNeoXConfig(**fields, **PYTHIA_SHARED))
+        rows, cpu_rate = project(stages, measured, target, args.scan_tokens, scale_scan_tokens, floor)
+        windows = args.scan_tokens / config["scan"]["context_length"]
+        table_gb = windows * target["units"] * 2 / 1e9
+        print(
+            f"\n{name}: {target['parameters'] / 1e6:.0f}M parameters; scan of {args.scan_tokens / 1e6:.0f}M tokens, "
+            f"the other stages at config/scale.yaml's budgets; this CPU's scan rate {cpu_rate / 1e9:.0f} GFLOP/s, "
+            f"assumed GPU {GPU_FLOPS / 1e12:.0f} TFLOP/s"
+        )
+        print(
+            "| stage | jobs | CPU hours (this machine) | GPU hours | peak memory per job (GB) |\n|---|---|---|---|---|"
+        )
+        for stage, n_jobs, cpu_seconds, gpu_hours, peak in rows:
+            print(f"| {stage} | {n_jobs} | {cpu_seconds / 3600:,.1f} | {gpu_hours:,.2f} | {peak:,.1f} |")
+        total = sum(r[3] for r in rows)
+        print(
+            f"| **total** | {sum(r[1] for r in rows)} | | **{total:,.1f}** | |\n"
+            f"scan's window-max tables: {windows:,.0f} windows x {target['units']:,} units x 2 bytes = "
+            f"{table_gb:,.0f} GB of disk; on {args.gpus} GPUs the scan alone (scan.shards: {args.gpus}) takes about "
+            f"{dict((r[0], r[3]) for r in rows)['scans'] / args.gpus:.1f} h"
+        )
 
 
 if __name__ == "__main__":

@@ -88,13 +88,15 @@ def run_under_slurm(env: dict, workdir: Path, *targets: str, config=(), options=
 
 @pytest.fixture(scope="module")
 def slurm_run(slurm, tmp_path_factory, request):
-    """The whole DAG on config/test.yaml under SLURM: (workdir, snakemake's output); reports its wall time."""
+    """The whole DAG on config/test.yaml under SLURM, micro-a's scan as 2 shards and a merge (scan.shards):
+    (workdir, snakemake's output); reports its wall time."""
     from micro import save_local_model
 
     workdir = tmp_path_factory.mktemp("slurm-run")
     save_local_model("qwen3", str(workdir / "local-models" / "qwen3-micro"))
+    (workdir / "shards.yaml").write_text("scan: {shards: {micro-a: 2}}\n")
     start = time.monotonic()
-    returncode, output = run_under_slurm(slurm, workdir)
+    returncode, output = run_under_slurm(slurm, workdir, config=[str(workdir / "shards.yaml")])
     assert returncode == 0, output[-5000:]
     report_line(request, f"\nthe DAG on config/test.yaml under SLURM: {time.monotonic() - start:.0f} s")
     return workdir, output
@@ -111,6 +113,7 @@ def test_every_job_goes_through_sbatch_and_outputs_equal_the_local_run(slurm, sl
         assert by_id[slurm_id]["State"] == "COMPLETED", by_id[slurm_id]
         rules.add(by_id[slurm_id]["Comment"].removeprefix("rule_").split("_wildcards")[0])
     assert rules == set(ran) - {"all"}
+    assert ran.count("scan_shard") == 2 and ran.count("scan_merge") == 1
     assert differing_outputs(e2e_run / "results", workdir / "results") == []
 
 
@@ -121,7 +124,9 @@ def test_a_cancelled_epo_job_resumes_from_its_checkpoint(slurm, slurm_run, tmp_p
 
     workdir = slurm_run[0]
     (workdir / "long-epo.yaml").write_text(LONG_EPO)
-    args = dict(config=[str(workdir / "long-epo.yaml")])
+    args = dict(
+        config=[str(workdir / "shards.yaml"), str(workdir / "long-epo.yaml")]
+    )  # the run's config, then longer EPO
     checkpoint = workdir / Path(EPO_RUN).parent / f".{Path(EPO_RUN).name}.checkpoint.pt"
     process, log = run_under_slurm(slurm, workdir, EPO_RUN, **args, background=True)
     try:

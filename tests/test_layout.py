@@ -1,7 +1,9 @@
 """The package's layout rules: compute stages never import the presentation code, stages never import
 each other, and only lmfeatures/store/ opens results files."""
 
+import importlib.util
 import re
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +12,7 @@ from lmfeatures import io
 COMPUTE_STAGES = ("data", "models", "scans", "epo", "prune", "alignment", "sae")
 PRESENTATION_STAGES = ("report", "pages")
 STAGES = COMPUTE_STAGES + PRESENTATION_STAGES
+REPO = Path(__file__).resolve().parents[1]
 
 # calls that read or write files; outside store/ only the modules below may make them
 FILE_ACCESS = re.compile(
@@ -57,3 +60,12 @@ def test_every_stage_module_is_listed():
     """A new stage module must be placed on one side of the compute / presentation line above."""
     found = {p.stem for p in (io.PACKAGE_ROOT / "stages").glob("*.py") if p.stem != "__init__"}
     assert found == set(STAGES)
+
+
+@pytest.mark.parametrize(
+    "script", sorted(p.relative_to(REPO).as_posix() for d in ("benchmarks", "scripts") for p in (REPO / d).glob("*.py"))
+)
+def test_benchmarks_and_scripts_import(script):
+    """They run outside pytest, so a name moved in the package would otherwise break them unseen."""
+    spec = importlib.util.spec_from_file_location(Path(script).stem, REPO / script)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))

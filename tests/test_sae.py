@@ -3,13 +3,14 @@
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 from micro import micro_model
 
 from lmfeatures.lm.hooks import HookedModel
 from lmfeatures.sae.dictionary_checks import other_run
-from lmfeatures.sae.evaluate import evaluate_sae
+from lmfeatures.sae.evaluate import collect_activations, counted_tokens, evaluate_sae, valid_positions
 from lmfeatures.sae.sae import (
     ReconstructionStats,
     SAEConfig,
@@ -25,7 +26,7 @@ from lmfeatures.sae.sae import (
 )
 from lmfeatures.scan.scan import make_windows
 from lmfeatures.stages.sae import run_config
-from lmfeatures.store.sae import load_sae, save_sae
+from lmfeatures.store.sae import activation_file, load_sae, save_sae
 
 
 def planted(n=120_000, d=32, m=128, active=3, seed=0):
@@ -266,3 +267,25 @@ def test_windows_are_a_seeded_sample_of_the_whole_split(small_tokenizer):
     assert not torch.equal(text_windows(small_tokenizer, texts, 8, 8 * 30, seed=1).ids, windows.ids)
     everything = text_windows(small_tokenizer, texts, 8, 10**9, seed=0)
     assert len(everything.ids) == sum(len(d) // 8 for d in docs)
+
+
+def test_training_activations_stream_from_a_file_and_train_the_same_sae(tmp_path):
+    """sae_train writes the activations into a file-backed tensor, not a [tokens, d_mlp] one in RAM:
+    they are the counted tokens' activations, and the SAE trained on them is the one trained in RAM."""
+    model = HookedModel(micro_model("gpt_neox", seed=0))
+    g = torch.Generator().manual_seed(0)
+    docs = [torch.randint(0, model.vocab_size, (n,), generator=g).tolist() for n in (40, 23, 16, 31)]
+    windows = make_windows(docs, 16)  # tail windows overlap the one before: their first positions do not count
+    n = counted_tokens(windows)
+    assert n == sum(len(d) for d in docs) and (windows.valid_from > 0).any()
+    in_ram = torch.empty(n, model.d_mlp, dtype=torch.float16)
+    collect_activations(model, "mlp.1", windows, in_ram, batch_size=3)
+    on_disk = activation_file(tmp_path / "acts.npy", n, model.d_mlp)
+    collect_activations(model, "mlp.1", windows, on_disk, batch_size=3)
+    with torch.no_grad():
+        acts = model.run(["mlp.1"], input_ids=windows.ids)["mlp.1"]
+    assert torch.equal(in_ram, acts[valid_positions(windows, slice(None), 16)].half())
+    assert np.array_equal(np.load(tmp_path / "acts.npy"), in_ram.numpy())  # it is in the file
+    cfg = SAEConfig(expansion=2, k=4, tokens=512, batch_size=32, max_dead_share=1.0)
+    (a, log_a), (b, log_b) = train_sae(in_ram, cfg), train_sae(on_disk, cfg)
+    assert log_a == log_b and all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))

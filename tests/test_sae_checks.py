@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 import torch
 from micro import micro_model
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from lmfeatures.lm.hooks import HookedModel
 from lmfeatures.sae.checks import (
@@ -16,6 +18,9 @@ from lmfeatures.sae.checks import (
     Correlations,
     ProxyScores,
     ProxySelection,
+    SparseCodes,
+    best_correlations,
+    best_dot,
     class_logprob,
     decoder_neuron_share,
     logit_scores,
@@ -28,12 +33,13 @@ from lmfeatures.sae.dictionary_checks import (
     CheckWindows,
     ModelReader,
     _class_effects,
+    ablation_rows,
     check_dictionaries,
     class_predictions,
 )
 from lmfeatures.sae.planted import PlantedConfig, PlantedReader, plant, planted_windows, recovery
 from lmfeatures.sae.proxies import ProxyError, check_proxies, frequent_tokens, proxy_labels, token_classes
-from lmfeatures.sae.sae import SAEConfig, train_sae
+from lmfeatures.sae.sae import SAEConfig, SparseAutoencoder, train_sae
 
 
 def _units(seed=0, tokens=300, units=6, classes=3):
@@ -117,6 +123,110 @@ def test_correlations_match_numpy():
         acc.update(u[rows], v[rows])
     full = np.corrcoef(np.concatenate([u.numpy(), v.numpy()], 1).T)[:5, 5:]
     assert np.allclose(acc.result().numpy(), full, atol=1e-5) and acc.result()[2, 0] > 0.99
+
+
+def _codes(seed, tokens, units, k):
+    """TopK-like activations [tokens, units]: k nonnegative values per token, the rest 0; unit 0 never fires."""
+    g = torch.Generator().manual_seed(seed)
+    pre = torch.randn(tokens, units, generator=g)
+    pre[:, 0] = -math.inf
+    top = pre.topk(k, 1)
+    return torch.zeros(tokens, units).scatter_(1, top.indices, top.values.relu())
+
+
+def test_best_correlations_in_blocks_match_the_dense_brute_force():
+    """Universality r from the batches' nonzeros, a few rows at a time (blocks smaller than the
+    width), picks the same column with the same r as the dense [U, V] Pearson matrix."""
+    u, v = _codes(3, 400, 40, 4), _codes(4, 400, 30, 3)
+    v[:, 5] = u[:, 7] * 3 + 0.01 * v[:, 5]  # a match to find
+    mine, theirs, dense = SparseCodes(40), SparseCodes(30), Correlations(40, 30)
+    for rows in (slice(0, 150), slice(150, 270), slice(270, 400)):
+        mine.update(u[rows])
+        theirs.update(v[rows])
+        dense.update(u[rows], v[rows])
+    memory = 4 * 8 * 30 * 7  # 7 of the 40 rows per block
+    column, r = best_correlations(mine, theirs, memory)
+    want = dense.result()
+    assert torch.equal(column, want.max(1).indices) and torch.equal(r, want.max(1).values)
+    with np.errstate(invalid="ignore"):  # unit 0 is constant: NaN, which Pearson r here reads as 0
+        full = np.nan_to_num(np.corrcoef(np.concatenate([u.numpy(), v.numpy()], 1).T)[:40, 40:])
+    assert np.allclose(r.numpy(), full.max(1), atol=1e-5) and int(column[7]) == 5 and float(r[7]) > 0.99
+    assert float(r[0]) == 0.0  # a unit that never fires correlates with nothing
+    assert torch.equal(dense.result(memory), want)  # the neuron correlations in blocks of 9 rows: the same r
+
+
+def test_best_dot_in_blocks_matches_the_dense_product():
+    g = torch.Generator().manual_seed(5)
+    rows, columns = torch.randn(50, 8, generator=g), torch.randn(70, 8, generator=g)
+    index, value = best_dot(rows, columns, memory=4 * 70 * 6)  # 6 rows per block
+    want = (rows @ columns.T).max(1)
+    assert torch.equal(index, want.indices) and torch.allclose(value, want.values, rtol=1e-6)
+
+
+def test_logit_scores_of_neurons_are_the_readout_rows():
+    readout = torch.randn(6, 40, generator=torch.Generator().manual_seed(6))
+    tokens = torch.randint(-1, 40, (6, 3), generator=torch.Generator().manual_seed(7))
+    for got, want in zip(logit_scores(None, readout, tokens, chunk=4), logit_scores(torch.eye(6), readout, tokens)):
+        assert torch.equal(got.nan_to_num(-1), want.nan_to_num(-1))
+
+
+class _LargestTensor(TorchDispatchMode):
+    """The most bytes of any dense tensor an op returns while the mode is active."""
+
+    def __init__(self):
+        super().__init__()
+        self.bytes, self.shape = 0, None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.layout == torch.strided and t.numel() * t.element_size() > self.bytes:
+                self.bytes, self.shape = t.numel() * t.element_size(), tuple(t.shape)
+        return out
+
+
+def _wide_dictionaries():
+    """Two random TopK SAEs of width 1024 on a planted layer of width 8 (vocab 50): a [d_sae, d_sae]
+    tensor (4 MiB in float32) would be by far the largest thing the checks could build."""
+    selection = _planted_windows(48, 1, vocab=50, n_classes=10, pos=16)
+    check = _planted_windows(32, 2, vocab=50, n_classes=10, pos=16)
+    predicted, after_any = class_predictions(selection, 50, 5)
+    planted = plant(selection, predicted, 8, 4, after_any, PlantedConfig(directions=4, background=8, min_tokens=5))
+    dicts = {}
+    for name, seed in (("A", 0), ("B", 1)):
+        g = torch.Generator().manual_seed(seed)
+        sae = SparseAutoencoder(8, 1024, "topk", k=4)
+        with torch.no_grad():
+            sae.W_dec.copy_(torch.nn.functional.normalize(torch.randn(1024, 8, generator=g), dim=1))
+            sae.W_enc.copy_(sae.W_dec.T)
+        dicts[name] = sae.requires_grad_(False)
+    dicts[NEURONS] = None
+    names = [f"c{i}" for i in range(10)]
+    reader = PlantedReader(planted)
+    train, held = planted_windows(planted, selection, 1), planted_windows(planted, check, 2)
+    return lambda memory: check_dictionaries(
+        reader, dicts, train, held, names, predicted, CheckThresholds(), memory=memory
+    )
+
+
+def test_the_checks_build_no_units_by_units_tensor_and_blocks_change_nothing():
+    checks = _wide_dictionaries()
+    whole = checks(2**30)  # every product in one block, 16 rows per ablation forward
+    memory = 2**18
+    assert ablation_rows(memory, 16, 50, 1024) < 16  # the ablations are split too
+    with _LargestTensor() as largest:
+        blocks = checks(memory)
+    # never [1024, 1024] (4 or 8 MiB): a batch's activations [256 tokens, 1024] (1 MiB) at most
+    assert largest.bytes <= 2**20 + memory, largest.shape
+    for name, table in whole.tables.items():
+        other = blocks.tables[name]
+        for column in table.columns:
+            if column == "other_decoder_cos":  # a matrix product's rounding depends on its block
+                assert np.allclose(table[column], other[column], rtol=1e-6)
+            else:
+                assert table[column].equals(other[column]), column
+    assert whole.tables["A"]["live"].sum() > 100 and whole.tables["A"]["other_corr"].notna().all()
+    assert torch.equal(whole.correlations["A.neurons"], blocks.correlations["A.neurons"])
 
 
 def test_a_class_predicts_the_tokens_that_follow_it_more_than_elsewhere():
@@ -390,3 +500,17 @@ def test_verdict_sentences_are_computed_from_the_counts():
     assert "not above on specificity, sensitivity, not a neuron, universality, all" in against_random
     against_neurons = next(line for line in lines if "neurons" in line)
     assert "above it on specificity, downstream;" in against_neurons and "not above on sensitivity" in against_neurons
+
+
+@pytest.mark.parametrize("text", ["", "x", "  a = 1\n\n\tb\r\n  \x0c c\n", "if x:\n    y  # c\n\u2028 z\n   \n", "\xa0\n \xa0x\n"])
+def test_line_starts_equal_a_loop_over_lines(text):
+    """The vectorised line starts against str.splitlines and lstrip, line by line."""
+    from lmfeatures.sae.proxies import _line_start_chars
+
+    expected, at = torch.zeros(len(text), dtype=torch.bool), 0
+    for line in text.splitlines(keepends=True):
+        body = line.lstrip(" \t")
+        if body.strip():
+            expected[at + len(line) - len(body)] = True
+        at += len(line)
+    assert torch.equal(_line_start_chars(text), expected)

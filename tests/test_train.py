@@ -66,3 +66,14 @@ def test_untrained_twin_is_the_trained_models_start(small_tokenizer):
     c = _model(small_tokenizer, seed=6)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+
+
+def test_zero_steps_leaves_the_initialisation(small_corpus, small_tokenizer):
+    """training.steps 0 (config/scale.yaml): a model of the family's shape with its random weights."""
+    tok = small_tokenizer
+    model, start = _model(tok, seed=5), _model(tok, seed=5)
+    history = train(
+        model, tokenize_texts(tok, small_corpus[0]["train"]["text"]), tok.eos_token_id, TrainConfig(steps=0)
+    )
+    assert history == [] and not model.training
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), start.parameters()))

@@ -154,6 +154,10 @@ def check_stages(config: dict) -> None:
                     f"config key 'alignment.{key}[{i}]': no model named {name!r} (models: {', '.join(names)})"
                 )
     _check_same_tokenizer(config, alignment.get("sizes", []))
+    shards = config.get("scan", {}).get("shards", 1)
+    for name in shards if isinstance(shards, dict) else []:
+        if name not in names:
+            raise ConfigError(f"config key 'scan.shards.{name}': no model named {name!r} (models: {', '.join(names)})")
     epo = config.get("epo", {})
     fluency = epo.get("fluency_model")
     if fluency is not None and fluency not in names:
@@ -397,6 +401,12 @@ def _check_alignment_ranges(alignment: dict, shapes: dict[str, dict | None]) -> 
                     f"config key 'alignment.{key}': {alignment[key]} tokens do not fit the context of model {name} "
                     f"({shape['n_positions']} positions)"
                 )
+
+
+def scan_shards(config: dict, model: str) -> int:
+    """How many jobs scan `model` (scan.shards: one number for every model, or {model: number})."""
+    shards = config["scan"]["shards"]
+    return shards.get(model, 1) if isinstance(shards, dict) else shards
 
 
 def sae_run_names(sae: dict) -> list[str]:

@@ -11,6 +11,8 @@ rule alignment_inputs:
         out_dir=directory(f"{RESULTS}/alignment/{{model}}"),
     log:
         f"{RESULTS}/logs/alignment/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/alignment/{{model}}.tsv"
     wildcard_constraints:
         model=one_of(config["alignment"]["models"]),
     priority: PRIORITY_CHAIN

@@ -16,6 +16,7 @@ from lmfeatures.config import (
     fill_defaults,
     neuron_spec,
     sae_runs,
+    scan_shards,
     sae_twin,
     validate_config,
 )
@@ -107,8 +108,12 @@ def model_kind(name):
 
 def config_part(*sections):
     """The config sections a job depends on: passed as a param (so editing another section does
-    not rerun it) and recorded in its provenance."""
-    return {s: config[s] for s in sections}
+    not rerun it) and recorded in its provenance. How many jobs a scan is split into is left out:
+    the shards merge into the same scan."""
+    part = {s: config[s] for s in sections}
+    if "scan" in part:
+        part["scan"] = {k: v for k, v in part["scan"].items() if k != "shards"}
+    return part
 
 
 def fluency_dir():

@@ -7,6 +7,8 @@ rule corpus:
         out_dir=directory(f"{RESULTS}/data/corpus"),
     log:
         f"{RESULTS}/logs/data/corpus.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/data/corpus.tsv"
     conda:
         "../envs/lmfeatures.yaml"
     resources:
@@ -27,6 +29,8 @@ rule tokenizer:
         out_dir=directory(f"{RESULTS}/data/tokenizer"),
     log:
         f"{RESULTS}/logs/data/tokenizer.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/data/tokenizer.tsv"
     conda:
         "../envs/lmfeatures.yaml"
     resources:
@@ -48,6 +52,8 @@ rule tokens:
         out_dir=directory(f"{RESULTS}/data/tokens"),
     log:
         f"{RESULTS}/logs/data/tokens.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/data/tokens.tsv"
     conda:
         "../envs/lmfeatures.yaml"
     resources:

@@ -11,6 +11,8 @@ rule epo_run:
         out_dir=directory(f"{RESULTS}/epo/{{model}}/{{neuron}}/seed{{seed}}"),
     log:
         f"{RESULTS}/logs/epo/{{model}}/{{neuron}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/epo/{{model}}/{{neuron}}/seed{{seed}}.tsv"
     wildcard_constraints:
         neuron=r"L\d+N\d+",
         seed=r"\d+",
@@ -35,6 +37,8 @@ use rule epo_run as epo_baseline with:
         out_dir=directory(f"{RESULTS}/epo/{{model}}/{{neuron}}/baselines/{{baseline}}/seed{{seed}}"),
     log:
         f"{RESULTS}/logs/epo/{{model}}/{{neuron}}/baselines/{{baseline}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/epo/{{model}}/{{neuron}}/baselines/{{baseline}}/seed{{seed}}.tsv"
     wildcard_constraints:
         neuron=r"L\d+N\d+",
         baseline="gcg|random",
@@ -52,6 +56,8 @@ rule epo_fluency:
         out_json=f"{RESULTS}/epo/{{model}}/real_text_xent.json",
     log:
         f"{RESULTS}/logs/epo/{{model}}/real_text_xent.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/epo/{{model}}/real_text_xent.tsv"
     conda:
         "../envs/lmfeatures.yaml"
     resources:
@@ -76,6 +82,8 @@ rule epo_compare:
         out_dir=directory(f"{RESULTS}/epo/{{model}}/{{neuron}}/compare"),
     log:
         f"{RESULTS}/logs/epo/{{model}}/{{neuron}}/compare.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/epo/{{model}}/{{neuron}}/compare.tsv"
     wildcard_constraints:
         neuron=r"L\d+N\d+",
     conda:

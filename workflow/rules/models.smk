@@ -10,6 +10,8 @@ rule train_model:
         out_dir=directory(f"{RESULTS}/models/{{model}}"),
     log:
         f"{RESULTS}/logs/models/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/models/{{model}}.tsv"
     wildcard_constraints:
         model=one_of(TRAINED),
     priority: PRIORITY_TRAINING
@@ -37,6 +39,8 @@ rule untrained_twin:
         out_dir=directory(f"{RESULTS}/models/{{model}}"),
     log:
         f"{RESULTS}/logs/models/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/models/{{model}}.tsv"
     wildcard_constraints:
         model=one_of(TWINS),
     priority: PRIORITY_CHAIN  # the trained model's neuron selection waits for its twin's scan
@@ -64,6 +68,8 @@ rule hub_model:
         out_dir=directory(f"{RESULTS}/models/{{model}}"),
     log:
         f"{RESULTS}/logs/models/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/models/{{model}}.tsv"
     wildcard_constraints:
         model=one_of(HUB),
     conda:

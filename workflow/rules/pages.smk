@@ -16,6 +16,8 @@ rule neuron_pages:
         out_dir=directory(pages_dir("{model}")),
     log:
         f"{RESULTS}/logs/neurons/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/neurons/{{model}}.tsv"
     conda:
         "../envs/lmfeatures.yaml"
     threads: config["job_threads"]
@@ -41,6 +43,8 @@ rule sae_pages:
         out_dir=directory(f"{RESULTS}/sae/{{model}}/L{{layer}}/pages"),
     log:
         f"{RESULTS}/logs/sae/{{model}}/L{{layer}}/pages.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/sae/{{model}}/L{{layer}}/pages.tsv"
     wildcard_constraints:
         model=config["sae"]["model"] or "(?!)",
         layer=str(config["sae"]["layer"]),

@@ -13,6 +13,8 @@ rule prune_neurons:
         out_dir=directory(f"{RESULTS}/prune/{{model}}"),
     log:
         f"{RESULTS}/logs/prune/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prune/{{model}}.tsv"
     wildcard_constraints:
         model=one_of(config["prune"]["models"]),
     conda:

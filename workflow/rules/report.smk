@@ -13,6 +13,8 @@ rule model_summary:
         curves=f"{RESULTS}/report/models/training_curves.png",
     log:
         f"{RESULTS}/logs/report/model_summary.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report/model_summary.tsv"
     conda:
         "../envs/lmfeatures.yaml"
     resources:
@@ -34,6 +36,8 @@ rule scan_summary:
         gallery_md=f"{RESULTS}/report/dataset-examples/gallery.md",
     log:
         f"{RESULTS}/logs/report/scan_summary.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report/scan_summary.tsv"
     conda:
         "../envs/lmfeatures.yaml"
     resources:
@@ -56,6 +60,8 @@ rule epo_summary:
         frontiers=directory(f"{RESULTS}/report/dreaming/frontiers"),
     log:
         f"{RESULTS}/logs/report/epo_summary.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report/epo_summary.tsv"
     conda:
         "../envs/lmfeatures.yaml"
     resources:
@@ -77,6 +83,8 @@ rule prune_summary:
         section=f"{RESULTS}/report/pruning/summary.md",
     log:
         f"{RESULTS}/logs/report/prune_summary.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report/prune_summary.tsv"
     conda:
         "../envs/lmfeatures.yaml"
     resources:
@@ -103,6 +111,8 @@ rule alignment_summary:
         section=f"{RESULTS}/report/alignment/summary.md",
     log:
         f"{RESULTS}/logs/report/alignment_summary.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report/alignment_summary.tsv"
     priority: PRIORITY_CHAIN  # the longest summary: not alone at the end
     conda:
         "../envs/lmfeatures.yaml"
@@ -134,6 +144,8 @@ rule sae_summary:
         section=f"{RESULTS}/report/sae/summary.md",
     log:
         f"{RESULTS}/logs/report/sae_summary.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report/sae_summary.tsv"
     conda:
         "../envs/lmfeatures.yaml"
     resources:
@@ -185,6 +197,33 @@ REPORT_SECTIONS = [
 ]
 
 
+# The appendix comes last: its rule waits for every other job (the other sections' pieces and the
+# neuron pages), so that it reads their benchmark files.
+rule job_summary:
+    input:
+        pieces=[p for s in REPORT_SECTIONS if s["on"] for p in s["pieces"]],
+        pages=[pages_dir(m) for m in MODELS],
+    output:
+        table=f"{RESULTS}/report/jobs/jobs.md",
+        figure=f"{RESULTS}/report/jobs/jobs.png",
+    log:
+        f"{RESULTS}/logs/report/job_summary.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report/job_summary.tsv"
+    conda:
+        "../envs/lmfeatures.yaml"
+    resources:
+        **job_resources(15),
+    params:
+        benchmarks=f"{RESULTS}/benchmarks",
+        code=stage_code("report"),
+    script:
+        "../scripts/job_summary.py"
+
+
+REPORT_SECTIONS.append(report_section("jobs", "Appendix: time and memory of each job", rules.job_summary))
+
+
 rule report:
     input:
         # part of the workflow's source, not of its results: local() keeps them out of remote storage
@@ -196,6 +235,8 @@ rule report:
         provenance=f"{RESULTS}/report/provenance.json",
     log:
         f"{RESULTS}/logs/report/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report/report.tsv"
     conda:
         "../envs/lmfeatures.yaml"
     resources:

@@ -12,6 +12,8 @@ rule sae_train:
         out_dir=directory(f"{RESULTS}/sae/{{model}}/L{{layer}}/{{run}}"),
     log:
         f"{RESULTS}/logs/sae/{{model}}/L{{layer}}/{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/sae/{{model}}/L{{layer}}/{{run}}.tsv"
     wildcard_constraints:
         model=one_of(SAE_MODELS),
         layer=str(config["sae"]["layer"]),
@@ -42,6 +44,8 @@ rule sae_checks:
         out_dir=directory(f"{RESULTS}/sae/{{model}}/L{{layer}}/checks"),
     log:
         f"{RESULTS}/logs/sae/{{model}}/L{{layer}}/checks.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/sae/{{model}}/L{{layer}}/checks.tsv"
     wildcard_constraints:
         model=one_of(SAE_MODELS),
         layer=str(config["sae"]["layer"]),
@@ -71,6 +75,8 @@ rule sae_planted:
         out_dir=directory(f"{RESULTS}/sae/{{model}}/L{{layer}}/planted"),
     log:
         f"{RESULTS}/logs/sae/{{model}}/L{{layer}}/planted.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/sae/{{model}}/L{{layer}}/planted.tsv"
     wildcard_constraints:
         model=config["sae"]["model"] or "(?!)",
         layer=str(config["sae"]["layer"]),

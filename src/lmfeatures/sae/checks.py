@@ -28,7 +28,10 @@ which the selection never saw:
     universality   best activation correlation with a unit of a second dictionary of the same kind
                    (the other seed's SAE) >= `universality` (SAE features only)
 
-Correlations are Pearson over tokens from streaming sums (float64). No file I/O.
+Correlations are Pearson over tokens from streaming sums (float64). Memory grows linearly with
+the dictionary's width: what would be [units, units] (r with the other dictionary, decoder cosines)
+is computed in blocks of rows of about `memory` bytes (MEMORY) and [units, vocab] (logit weights)
+in chunks of units, keeping only each row's best match or top tokens. No file I/O.
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ from torch import Tensor
 CHECKS = ("specificity", "sensitivity", "downstream", "not_a_neuron", "universality")
 SAE_ONLY = ("not_a_neuron", "universality")
 HIST_BINS = 10  # activation bins over (0, max] for the specificity view
+MEMORY = 256 * 2**20  # bytes of one block of a chunked [rows, width] product (the default config's fit in one)
+
+
+def block_rows(memory: int, row_bytes: int) -> int:
+    """How many rows of row_bytes each fit in `memory` bytes (at least 1)."""
+    return max(1, memory // max(row_bytes, 1))
 
 
 @dataclass
@@ -172,8 +181,9 @@ class ProxyScores:
 
 
 class Correlations:
-    """Streaming Pearson r of every unit with every column of a second set (the layer's neurons, or
-    the other run's features): sums over tokens, `update` per batch, `result` at the end."""
+    """Streaming Pearson r of every unit with every column of a second set (the layer's neurons):
+    sums over tokens, `update` per batch, `result` at the end. The cross sums are [units, width]
+    float64, the size of the result itself."""
 
     def __init__(self, n_units: int, width: int):
         f64 = torch.float64
@@ -190,15 +200,75 @@ class Correlations:
         self.su2 += units.pow(2).sum(0).double()
         self.sv += values.sum(0).double()
         self.sv2 += values.pow(2).sum(0).double()
-        self.cross += torch.sparse.mm(_sparse_t(units), values).double()
+        self.cross += torch.sparse.mm(_sparse_t(units), values)  # added in float64, no float64 copy
 
-    def result(self) -> Tensor:
-        """Pearson r [units, width]; 0 where a side is constant."""
-        n = self.n
-        cov = self.cross - self.su[:, None] * self.sv[None, :] / n
-        var_u = (self.su2 - self.su**2 / n).clamp(min=0)
-        var_v = (self.sv2 - self.sv**2 / n).clamp(min=0)
-        return (cov / (var_u[:, None] * var_v[None, :]).sqrt()).nan_to_num(0.0).float()
+    def result(self, memory: int = MEMORY) -> Tensor:
+        """Pearson r [units, width]; 0 where a side is constant. Computed in blocks of rows, so the
+        float64 temporaries take `memory` bytes, not several times the cross sums."""
+        out = torch.empty(self.cross.shape)
+        step = block_rows(memory, 3 * 8 * self.cross.shape[1])  # cov, the variance product, r
+        for a in range(0, len(out), step):
+            rows = slice(a, a + step)
+            out[rows] = pearson(self.cross[rows], self.su[rows], self.su2[rows], self.sv, self.sv2, self.n)
+        return out
+
+
+def pearson(cross: Tensor, su: Tensor, su2: Tensor, sv: Tensor, sv2: Tensor, n: int) -> Tensor:
+    """float32 Pearson r [u, v] from token sums: cross [u, v] = Σ u·v, su, su2 [u], sv, sv2 [v]
+    (float64); 0 where a side is constant."""
+    cov = cross - su[:, None] * sv[None, :] / n
+    var_u = (su2 - su**2 / n).clamp(min=0)
+    var_v = (sv2 - sv**2 / n).clamp(min=0)
+    return (cov / (var_u[:, None] * var_v[None, :]).sqrt()).nan_to_num(0.0).float()
+
+
+class SparseCodes:
+    """A dictionary's activations [T, U] over a stream of batches, kept as each batch's nonzeros (a
+    TopK SAE has k per token: O(tokens · k) memory, not O(tokens · U)) with their token sums, so that
+    best_correlations can correlate two dictionaries block by block after the stream."""
+
+    def __init__(self, n_units: int):
+        f64 = torch.float64
+        self.n_units, self.n = n_units, 0
+        self.su, self.su2 = torch.zeros(n_units, dtype=f64), torch.zeros(n_units, dtype=f64)
+        self.batches: list[Tensor] = []  # per batch, its activations transposed: sparse [U, T_batch]
+
+    def update(self, units: Tensor) -> None:
+        """units [T, U] (mostly zero)."""
+        units = units.float().cpu()
+        self.n += len(units)
+        self.su += units.sum(0).double()
+        self.su2 += units.pow(2).sum(0).double()
+        self.batches.append(_sparse_t(units))
+
+
+def _row_block(x: Tensor, a: int, b: int) -> Tensor:
+    """Rows a..b-1 of a coalesced sparse [U, T] as a dense [T, b - a] (its transpose)."""
+    rows = x.indices()[0]
+    lo, hi = torch.searchsorted(rows, torch.tensor([a, b])).tolist()
+    index = x.indices()[:, lo:hi]
+    out = torch.zeros(x.shape[1], b - a, dtype=x.dtype)
+    out[index[1], index[0] - a] = x.values()[lo:hi]
+    return out
+
+
+def best_correlations(units: SparseCodes, other: SparseCodes, memory: int = MEMORY) -> tuple[Tensor, Tensor]:
+    """(best column [U], its Pearson r [U]) per unit of `units` among the units of `other` (the same
+    tokens, in the same batches), by the largest r. The [U, V] cross sums are built a block of rows
+    at a time ([V, rows] float64 within `memory` bytes) from the batches' nonzeros, each batch's
+    product the same float32 sum over tokens as a dense [U, V] accumulation would make."""
+    width, tokens = other.n_units, max((x.shape[1] for x in units.batches), default=0)
+    # per row: the cross sums, cov, the variance product and r [V] float64, a batch's dense block [T]
+    step = block_rows(memory, 4 * 8 * width + 4 * tokens)
+    found = []
+    for a in range(0, units.n_units, step):
+        b = min(a + step, units.n_units)
+        cross = torch.zeros(width, b - a, dtype=torch.float64)
+        for mine, theirs in zip(units.batches, other.batches):
+            cross += torch.sparse.mm(theirs, _row_block(mine, a, b))  # float32 per batch, summed in float64
+        r = pearson(cross.T, units.su[a:b], units.su2[a:b], other.su, other.su2, units.n)
+        found.append(r.max(1))
+    return torch.cat([f.indices for f in found]), torch.cat([f.values for f in found])
 
 
 def next_token_counts(ids: Tensor, classes: Tensor, valid: Tensor, vocab: int) -> tuple[Tensor, Tensor]:
@@ -238,17 +308,22 @@ def class_logprob(logits: Tensor, tokens: Tensor, windows: Tensor | None = None)
 
 
 def logit_scores(
-    directions: Tensor, readout: Tensor, tokens: Tensor | None = None, top: int = 10, chunk: int = 512
+    directions: Tensor | None, readout: Tensor, tokens: Tensor | None = None, top: int = 10, chunk: int = 512
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Each unit's direct effect on the logits, directions [U, d] @ readout [d, V] (for a model: W_out
-    @ W_U with the final norm's scale folded in), in chunks of units (never [U, V] at once). Returns
-    (top token ids, their weights, bottom ids, their weights), each [U, top], and the share of the
-    unit's predicted tokens tokens [U, P] (-1 padding) among its n most promoted tokens, n the number
-    it has (NaN where it has none; chance is n / V)."""
+    @ W_U with the final norm's scale folded in; directions None: the units are the d neurons, whose
+    effects are the readout's rows, with no [d, d] identity built), in chunks of units (never [U, V]
+    at once). Returns (top token ids, their weights, bottom ids, their weights), each [U, top], and
+    the share of the unit's predicted tokens tokens [U, P] (-1 padding) among its n most promoted
+    tokens, n the number it has (NaN where it has none; chance is n / V)."""
     out: list[list[Tensor]] = [[], [], [], [], []]
     readout = readout.float()
-    for a in range(0, len(directions), chunk):
-        effect = directions[a : a + chunk].float().to(readout.device) @ readout  # [u, V]
+    n_units = len(readout) if directions is None else len(directions)
+    for a in range(0, n_units, chunk):
+        if directions is None:
+            effect = readout[a : a + chunk]  # [u, V]
+        else:
+            effect = directions[a : a + chunk].float().to(readout.device) @ readout  # [u, V]
         hi, lo = effect.topk(top, dim=1), (-effect).topk(top, dim=1)
         share = torch.full((len(effect),), math.nan)
         if tokens is not None:
@@ -275,6 +350,15 @@ def best_match(matrix: Tensor) -> tuple[Tensor, Tensor]:
     """(best column, its value) per row of matrix [U, V] by the largest value."""
     top = matrix.max(1)
     return top.indices, top.values
+
+
+def best_dot(rows: Tensor, columns: Tensor, memory: int = MEMORY) -> tuple[Tensor, Tensor]:
+    """best_match of rows [U, d] @ columns [V, d]^T (e.g. decoder rows against another dictionary's:
+    their cosines), on rows' device, a block of rows at a time (never [U, V] at once); [U] on the CPU."""
+    columns = columns.to(rows.device).T
+    step = block_rows(memory, 4 * columns.shape[1])
+    found = [best_match(rows[a : a + step] @ columns) for a in range(0, len(rows), step)]
+    return torch.cat([i for i, _ in found]).cpu(), torch.cat([v for _, v in found]).cpu()
 
 
 def target_logprobs(logits: Tensor, ids: Tensor) -> Tensor:

@@ -24,12 +24,17 @@ from lmfeatures.lm.display import token_text
 from lmfeatures.lm.hooks import HookedModel
 from lmfeatures.sae.checks import (
     CHECKS,
+    MEMORY,
     SAE_ONLY,
     CheckThresholds,
     Correlations,
     ProxyScores,
     ProxySelection,
+    SparseCodes,
+    best_correlations,
+    best_dot,
     best_match,
+    block_rows,
     class_logprob,
     decoder_neuron_share,
     firing,
@@ -129,6 +134,22 @@ def _encode(sae: SparseAutoencoder | None):
     return (lambda acts: acts) if sae is None else sae.encode
 
 
+def _directions(sae: SparseAutoencoder | None, units: Tensor, d_mlp: int) -> Tensor:
+    """[len(units), d_mlp]: the units' decoder rows; a neuron's is its one-hot vector (never the
+    [d_mlp, d_mlp] identity)."""
+    if sae is None:
+        return torch.nn.functional.one_hot(units, d_mlp).float()
+    return sae.W_dec.detach()[units]
+
+
+def ablation_rows(memory: int, context: int, vocab: int, width: int) -> int:
+    """Rows (unit, window) per ablation forward so that a forward's logits, their float32 copy for
+    the normaliser and the layer's activations, reconstructions and unit activations ([rows,
+    context, vocab] and [rows, context, width] float32, width the widest of d_mlp and d_sae) fit in
+    `memory` bytes; EVAL_BATCH at most (the evaluation's batch)."""
+    return min(EVAL_BATCH, block_rows(memory, 4 * context * (2 * vocab + 3 * width)))
+
+
 def _reads(reader, windows: CheckWindows, desc: str):
     """Per batch of windows: (its first window, the layer's activations [w, pos, d_mlp], valid bool
     [w, pos], classes bool [w, pos, C])."""
@@ -148,46 +169,46 @@ def _unit_maxima(reader, dicts, windows: CheckWindows) -> dict[str, Tensor]:
 
 
 @torch.no_grad()
-def _class_effects(reader, sae, windows, rows_window, rows_unit, rows_class, predicted, maxima, share, layer_mean):
+def _class_effects(
+    reader, sae, windows, rows_window, rows_unit, rows_class, predicted, maxima, share, layer_mean, batch=EVAL_BATCH
+):
     """Per row (unit rows_unit[r] with proxy class rows_class[r] on window rows_window[r], sorted by
     window), over the positions of the class where the unit fires: the mean change in log p(the
     class's predicted tokens, predicted [C, P]) when the unit's part (activation x decoder row) is
     removed from the layer's actual activations, the same when the whole layer is mean-ablated (its
     activations replaced by layer_mean [d_mlp], their mean over the check windows), and the number
-    of those positions: three [R]."""
+    of those positions: three [R]. `batch` rows (units of any dictionary) share one forward of each
+    kind; one set of logits is alive at a time."""
     (effect, layer_effect), count = torch.full((2, len(rows_unit)), math.nan), torch.zeros(len(rows_unit))
-    directions = torch.eye(reader.d_mlp, device=reader.device) if sae is None else sae.W_dec.detach()
-    for b in range(0, len(rows_unit), EVAL_BATCH):
-        rows = slice(b, b + EVAL_BATCH)
+    for b in range(0, len(rows_unit), batch):
+        rows = slice(b, b + batch)
         shown, where = rows_window[rows].unique(return_inverse=True)
         acts = reader.acts(windows, shown)
-        clean = reader.logits(windows, shown, acts)
-        ablated = reader.logits(windows, shown, layer_mean.to(acts.device).expand_as(acts))
         where, unit = where.to(reader.device), rows_unit[rows].to(reader.device)
         activation = _encode(sae)(acts)[where, :, unit]  # [r, pos]
         on, cls = shown[where.cpu()], rows_class[rows]
-        removed = reader.logits(windows, on, acts[where] - activation[..., None] * directions[unit][:, None, :])
         tokens = predicted[cls].to(reader.device)  # [r, P]
-        before = class_logprob(clean, tokens, where)
+        before = class_logprob(reader.logits(windows, shown, acts), tokens, where)
+        layer_after = class_logprob(
+            reader.logits(windows, shown, layer_mean.to(acts.device).expand_as(acts)), tokens, where
+        )
+        removed = acts[where] - activation[..., None] * _directions(sae, unit, reader.d_mlp)[:, None, :]
+        after = class_logprob(reader.logits(windows, on, removed), tokens)
         counted = firing(activation, maxima[unit.cpu()].to(reader.device)[:, None], share)
         counted &= (windows.valid[on] & windows.classes[on, :, cls]).to(reader.device)
         n = counted.sum(1)
-        for out, after in (
-            (effect, class_logprob(removed, tokens)),
-            (layer_effect, class_logprob(ablated, tokens, where)),
-        ):
-            delta = after - before
+        for out, delta in ((effect, after - before), (layer_effect, layer_after - before)):
             out[rows] = torch.where(n > 0, (delta * counted).sum(1) / n.clamp(min=1), math.nan).cpu()
         count[rows] = n.float().cpu()
     return effect, layer_effect, count
 
 
 def _downstream(
-    reader, sae, windows, top_window, live, best, predicted, maxima, share, layer_mean
+    reader, sae, windows, top_window, live, best, predicted, maxima, share, layer_mean, batch
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Per unit [U]: the downstream effect and the whole layer's (_class_effects), position-weighted
-    over its top windows top_window [n, U], and the number of positions; NaN for units that are not
-    live, have no proxy or whose class predicts no tokens."""
+    """Per unit [U]: the downstream effect and the whole layer's (_class_effects, `batch` rows per
+    forward), position-weighted over its top windows top_window [n, U], and the number of positions;
+    NaN for units that are not live, have no proxy or whose class predicts no tokens."""
     n_units = len(best)
     has_tokens = (best >= 0) & (predicted[best.clamp(min=0)] >= 0).any(1)
     unit_ids = torch.arange(n_units)[None, :].expand_as(top_window)
@@ -195,7 +216,7 @@ def _downstream(
     order = top_window[keep].argsort(stable=True)  # rows sorted by window: a batch shares its forwards
     rows_window, rows_unit = top_window[keep][order], unit_ids[keep][order]
     effect, layer_effect, count = _class_effects(
-        reader, sae, windows, rows_window, rows_unit, best[rows_unit], predicted, maxima, share, layer_mean
+        reader, sae, windows, rows_window, rows_unit, best[rows_unit], predicted, maxima, share, layer_mean, batch
     )
     positions = torch.zeros(n_units).index_add_(0, rows_unit, count)
     means = []
@@ -232,11 +253,15 @@ def check_dictionaries(
     thresholds: CheckThresholds,
     ablation_windows: int = 2,
     vocab_text=str,
+    memory: int = MEMORY,
 ) -> DictionaryChecks:
     """The checks for every unit of every dictionary of one layer (`dicts`: {name: SAE, or None for
     the neurons}): best proxies and unit maxima from `selection`, everything else from `check`;
     `names` the classes' names, `predicted` [C, P] their predicted tokens (class_predictions);
-    vocab_text(id) -> a token's text."""
+    vocab_text(id) -> a token's text. `memory`: bytes of one block of the chunked products and of
+    one ablation forward's tensors (checks.MEMORY), so that memory grows linearly with d_sae: no
+    [d_sae, d_sae] or [units, vocab] tensor is built, and the activations are read a batch at a time
+    (an SAE's nonzeros are kept for universality)."""
     t = thresholds
     maxima = _unit_maxima(reader, dicts, selection)
     readout = reader.readout()  # [d_mlp, vocab]: the direct path to the logits
@@ -255,13 +280,8 @@ def check_dictionaries(
         name: ProxyScores(maxima[name], best[name], n_classes, t.fire_share, ablation_windows, name == NEURONS)
         for name in dicts
     }
-    correlations = {
-        (name, key): Correlations(len(maxima[name]), len(maxima[name]) if key == "other" else reader.d_mlp)
-        for name, sae in dicts.items()
-        if sae is not None
-        for key in ("neurons", "other")
-        if key == "neurons" or name in others
-    }
+    correlations = {name: Correlations(sae.d_sae, reader.d_mlp) for name, sae in dicts.items() if sae is not None}
+    codes = {name: SparseCodes(sae.d_sae) for name, sae in dicts.items() if name in {*others, *others.values()}}
     layer_sum = torch.zeros(reader.d_mlp, dtype=torch.float64)
     with torch.no_grad():
         for b, acts, valid, classes in _reads(reader, check, "checks"):
@@ -271,19 +291,35 @@ def check_dictionaries(
             flat = {name: u[valid.to(u.device)] for name, u in units.items()}
             x = acts[valid.to(acts.device)]
             layer_sum += x.double().sum(0).cpu()
-            for (name, key), acc in correlations.items():
-                acc.update(flat[name], x if key == "neurons" else flat[others[name]])
+            for name, acc in correlations.items():
+                acc.update(flat[name], x)
+            for name, acc in codes.items():
+                acc.update(flat[name])
     layer_mean = (layer_sum / check.valid.sum()).float()
     neuron_specific = scores[NEURONS].specific_classes(t) if NEURONS in dicts else None
+    neuron_r = {name: acc.result(memory) for name, acc in correlations.items()}
+    del correlations  # their float64 sums
+    width = max(reader.d_mlp, *(len(m) for m in maxima.values()))
+    batch = ablation_rows(memory, check.ids.shape[1], readout.shape[1], width)
     tables = {}
     for name, sae in dicts.items():
-        directions = torch.eye(reader.d_mlp, device=reader.device) if sae is None else sae.W_dec.detach()
+        directions = None if sae is None else sae.W_dec.detach()
         score = scores[name].scores()
         mine = best[name]
         tokens = torch.where((mine >= 0)[:, None], predicted[mine.clamp(min=0)], -1)  # [U, P]
         live = score["fires"] > 0
         downstream, layer_downstream, positions = _downstream(
-            reader, sae, check, scores[name].top_window, live, mine, predicted, maxima[name], t.fire_share, layer_mean
+            reader,
+            sae,
+            check,
+            scores[name].top_window,
+            live,
+            mine,
+            predicted,
+            maxima[name],
+            t.fire_share,
+            layer_mean,
+            batch,
         )
         downstream_share = torch.where(layer_downstream < 0, downstream / layer_downstream, math.nan)
         top_ids, top_w, bottom_ids, bottom_w, logit_share = logit_scores(directions, readout, tokens)
@@ -322,17 +358,17 @@ def check_dictionaries(
             "downstream_share": downstream_share,
             "universality": torch.full((len(mine),), math.nan),
         }
-        if (name, "neurons") in correlations:
-            best_neuron, neuron_r = best_match(correlations[(name, "neurons")].result().abs())
+        if name in neuron_r:
+            best_neuron, best_r = best_match(neuron_r[name].abs())
             top_neuron, top_share = decoder_neuron_share(directions.cpu())
-            frame["best_neuron"], frame["neuron_corr"] = best_neuron.numpy(), neuron_r.numpy()
+            frame["best_neuron"], frame["neuron_corr"] = best_neuron.numpy(), best_r.numpy()
             frame["decoder_top_neuron"], frame["decoder_top_share"] = top_neuron.numpy(), top_share.numpy()
         if neuron_specific is not None and sae is not None:
             values["neuron_specific"] = (mine >= 0) & neuron_specific[mine.clamp(min=0)]
             frame["neuron_specific"] = values["neuron_specific"].numpy()
-        if (name, "other") in correlations:
-            match, values["universality"] = best_match(correlations[(name, "other")].result())
-            cos_match, cos = best_match(directions.cpu() @ dicts[others[name]].W_dec.detach().cpu().T)
+        if name in others:
+            match, values["universality"] = best_correlations(codes[name], codes[others[name]], memory)
+            cos_match, cos = best_dot(directions, dicts[others[name]].W_dec.detach(), memory)
             frame["other_unit"], frame["other_corr"] = match.numpy(), values["universality"].numpy()
             frame["other_decoder_unit"], frame["other_decoder_cos"] = cos_match.numpy(), cos.numpy()
         frame["hist_in_proxy"] = scores[name].hist_in.float().tolist()
@@ -343,8 +379,5 @@ def check_dictionaries(
         applicable = [c for c in CHECKS if not (sae is None and c in SAE_ONLY)]
         frame["pass_all"] = frame[[f"pass_{c}" for c in applicable]].all(axis=1)
         tables[name] = frame
-    neuron_r = {
-        f"{name}.neurons": acc.result().contiguous() for (name, key), acc in correlations.items() if key == "neurons"
-    }
     class_tokens = scores[next(iter(dicts))].class_count.long().tolist()
-    return DictionaryChecks(tables, neuron_r, class_tokens)
+    return DictionaryChecks(tables, {f"{name}.neurons": r for name, r in neuron_r.items()}, class_tokens)

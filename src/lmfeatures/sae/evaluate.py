@@ -2,7 +2,8 @@
 MSE, dead / dense shares and next-token cross-entropy with the reconstruction spliced in. No file I/O.
 
     windows = text_windows(tokenizer, texts, context_length, max_tokens, seed)  # a seeded sample of the split
-    acts = collect_activations(model, "mlp.1", windows)      # float16 [tokens, d_mlp]
+    acts = torch.empty(counted_tokens(windows), model.d_mlp, dtype=torch.float16)  # or file-backed
+    collect_activations(model, "mlp.1", windows, acts)       # fills acts [tokens, d_mlp]
     evaluation = evaluate_sae(model, sae, layer, windows)
 """
 
@@ -39,17 +40,23 @@ def valid_positions(windows: Windows, rows: slice, context_length: int) -> torch
     return torch.arange(context_length)[None, :] >= windows.valid_from[rows, None]
 
 
+def counted_tokens(windows: Windows) -> int:
+    """How many tokens of `windows` count (collect_activations' rows)."""
+    return int(valid_positions(windows, slice(None), windows.ids.shape[1]).sum())
+
+
 @torch.no_grad()
-def collect_activations(model: HookedModel, hook: str, windows: Windows, batch_size: int = 64) -> torch.Tensor:
-    """The activations at `hook` of every counted token of `windows`: float16 [tokens, width],
-    one forward per batch that stops after the hook's block."""
-    out = []
-    context = windows.ids.shape[1]
+def collect_activations(model: HookedModel, hook: str, windows: Windows, out: torch.Tensor, batch_size: int = 64):
+    """Write the activations at `hook` of every counted token of `windows` into out [tokens, width]
+    (float16, counted_tokens(windows) rows; the caller's, e.g. backed by a file so that the training
+    activations need not fit in RAM), one forward per batch that stops after the hook's block."""
+    context, at = windows.ids.shape[1], 0
     for b in tqdm(range(0, len(windows.ids), batch_size), desc=f"activations {hook}", unit="batch", mininterval=2.0):
         rows = slice(b, b + batch_size)
         acts = model.run([hook], input_ids=windows.ids[rows].to(model.device))[hook]
-        out.append(acts[valid_positions(windows, rows, context).to(acts.device)].half().cpu())
-    return torch.cat(out)
+        counted = acts[valid_positions(windows, rows, context).to(acts.device)].half().cpu()
+        out[at : at + len(counted)] = counted
+        at += len(counted)
 
 
 @torch.no_grad()

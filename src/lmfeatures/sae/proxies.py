@@ -29,10 +29,13 @@ from __future__ import annotations
 import io
 import tokenize
 
+import numpy as np
 import torch
 
 PYTHON_CLASSES = ("@string", "@comment", "@docstring", "@import", "@decorator", "@bracket", "@line_start")
 TOKEN_TEXT_CLASSES = ("@indent", "@digits")
+_LINE_BREAKS = [ord(c) for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"]  # where str.splitlines breaks
+_WHITESPACE = [c for c in range(0x3001) if chr(c).isspace()]  # what str.strip removes (none above U+3000)
 _SKIPPED = {tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING}
 
 
@@ -61,12 +64,12 @@ def _python_masks(text: str, names: list[str]) -> dict[str, torch.Tensor]:
     for line in text.splitlines(keepends=True):
         line_starts.append(line_starts[-1] + len(line))
     at = lambda pos: line_starts[pos[0] - 1] + pos[1]  # noqa: E731  (row, col) -> character offset
-    edges = {name: torch.zeros(len(text) + 1, dtype=torch.int32) for name in names}
+    spans: dict[str, tuple[list[int], list[int]]] = {name: ([], []) for name in names}
 
     def mark(name: str, a: int, b: int) -> None:
-        if name in edges and b > a:
-            edges[name][a] += 1
-            edges[name][b] -= 1
+        if name in spans and b > a:
+            spans[name][0].append(a)
+            spans[name][1].append(b)
 
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
@@ -98,19 +101,36 @@ def _python_masks(text: str, names: list[str]) -> dict[str, torch.Tensor]:
             statement = []
             continue
         statement.append(tok)
-    return {name: e[:-1].cumsum(0) > 0 for name, e in edges.items()}
+    masks = {}
+    for name, (starts, ends) in spans.items():  # +1 where a span opens, -1 where it closes, summed
+        edges = np.zeros(len(text) + 1, dtype=np.int32)
+        np.add.at(edges, starts, 1)
+        np.add.at(edges, ends, -1)
+        masks[name] = torch.from_numpy(edges[:-1].cumsum() > 0)
+    return masks
 
 
 def _line_start_chars(text: str) -> torch.Tensor:
     """bool [len(text)]: the first non-blank character of each line."""
-    out = torch.zeros(len(text), dtype=torch.bool)
-    at = 0
-    for line in text.splitlines(keepends=True):
-        body = line.lstrip(" \t")
-        if body.strip():
-            out[at + len(line) - len(body)] = True
-        at += len(line)
-    return out
+    chars = _codepoints(text)
+    if not len(chars):
+        return torch.zeros(0, dtype=torch.bool)
+    blank = (chars == ord(" ")) | (chars == ord("\t"))
+    newline = np.isin(chars, _LINE_BREAKS)
+    line = np.concatenate([[0], np.cumsum(newline)[:-1]])  # the line of each character
+    first_text = ~blank & ~newline
+    # the first character with text of its line: no earlier character of the line has text
+    earlier = np.concatenate([[0], np.cumsum(first_text)[:-1]])
+    line_begin = np.concatenate([[True], line[1:] != line[:-1]])
+    before_line = np.maximum.accumulate(np.where(line_begin, earlier, 0))
+    # and the line has text at all (other whitespace, e.g. a no-break space alone, is not text)
+    has_text = np.bincount(line[~np.isin(chars, _WHITESPACE)], minlength=len(chars)) > 0
+    return torch.from_numpy(first_text & (earlier == before_line) & has_text[line])
+
+
+def _codepoints(text: str) -> np.ndarray:
+    """uint32 [len(text)]: each character's code point."""
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
 
 def _is_indent(token: str) -> bool:
@@ -123,34 +143,41 @@ def proxy_labels(text: str, token_texts: list[str], offsets: list[tuple[int, int
     """Hand-class membership of each token of one document: bool [tokens, classes], columns in `names`
     order. token_texts are the decoded tokens, offsets their character spans in text (a fast
     tokenizer's offset mapping)."""
+    distinct: dict[str, int] = {}
+    ids = torch.tensor([distinct.setdefault(t, len(distinct)) for t in token_texts], dtype=torch.long)
+    return _labels(text, ids, list(distinct), torch.tensor(offsets, dtype=torch.long).reshape(-1, 2), names)
+
+
+def _labels(text: str, ids: torch.Tensor, id_texts: list[str], span: torch.Tensor, names: list[str]) -> torch.Tensor:
+    """proxy_labels from token ids [tokens], the text of each id (id_texts[i]) and character spans
+    [tokens, 2]: what depends on a token's text alone is decided once per id, then gathered."""
     check_proxies(names)
-    out = torch.zeros(len(token_texts), len(names), dtype=torch.bool)
-    if not token_texts:
+    out = torch.zeros(len(ids), len(names), dtype=torch.bool)
+    if not len(ids):
         return out
-    span = torch.tensor(offsets, dtype=torch.long).reshape(-1, 2)
     nonempty = span[:, 1] > span[:, 0]
     last = (span[:, 1] - 1).clamp(min=0)
     masks = _python_masks(text, [n for n in names if n in PYTHON_CLASSES and n != "@line_start"])
-    if "@line_start" in names:
-        starts = torch.cat([torch.zeros(1, dtype=torch.long), _line_start_chars(text).long().cumsum(0)])
-        line_start = starts[span[:, 1]] > starts[span[:, 0]]  # the token covers a line's first character
-    stripped = [t.strip() for t in token_texts]
+    used, local = ids.unique(return_inverse=True)  # the texts of the ids this document uses
+    stripped = [id_texts[i].strip() for i in used.tolist()]
     for c, name in enumerate(names):
         if name in masks:
             out[:, c] = nonempty & masks[name][last] if len(text) else False
         elif name == "@line_start":
-            out[:, c] = line_start
+            starts = torch.cat([torch.zeros(1, dtype=torch.long), _line_start_chars(text).long().cumsum(0)])
+            out[:, c] = starts[span[:, 1]] > starts[span[:, 0]]  # the token covers a line's first character
         elif name == "@indent":
-            out[:, c] = torch.tensor(
-                [
-                    _is_indent(t) and (t.startswith("\n") or a == 0 or text[a - 1] == "\n")
-                    for t, (a, _) in zip(token_texts, offsets)
-                ]
-            )
+            shape = torch.tensor([_is_indent(id_texts[i]) for i in used.tolist()])
+            opens_line = torch.tensor([id_texts[i].startswith("\n") for i in used.tolist()])
+            chars = torch.from_numpy(_codepoints(text).astype(np.int64))
+            after_newline = span[:, 0] == 0
+            if len(chars):
+                after_newline |= chars[(span[:, 0] - 1).clamp(min=0)] == ord("\n")
+            out[:, c] = shape[local] & (opens_line[local] | after_newline)
         elif name == "@digits":
-            out[:, c] = torch.tensor([s.isdigit() for s in stripped])
+            out[:, c] = torch.tensor([t.isdigit() for t in stripped], dtype=torch.bool)[local]
         else:
-            out[:, c] = torch.tensor([s == name for s in stripped])
+            out[:, c] = torch.tensor([t == name for t in stripped], dtype=torch.bool)[local]
     return out
 
 
@@ -160,15 +187,12 @@ def document_labels(tokenizer, texts: list[str], names: list[str]) -> tuple[list
     if not getattr(tokenizer, "is_fast", False):
         raise ProxyError("token-class proxies need a fast tokenizer (offset mappings); this model's is not")
     enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-    decoded: dict[int, str] = {}
-    ids, labels = [], []
+    id_texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])  # each token id's text, once
+    labels = []
     for text, doc_ids, offsets in zip(texts, enc["input_ids"], enc["offset_mapping"]):
-        for t in set(doc_ids) - decoded.keys():
-            decoded[t] = tokenizer.decode([t])
-        token_texts = [decoded[t] for t in doc_ids]
-        ids.append(doc_ids)
-        labels.append(proxy_labels(text, token_texts, [tuple(o) for o in offsets], names))
-    return ids, labels
+        span = torch.tensor(offsets, dtype=torch.long).reshape(-1, 2)
+        labels.append(_labels(text, torch.tensor(doc_ids, dtype=torch.long), id_texts, span, names))
+    return enc["input_ids"], labels
 
 
 def frequent_tokens(ids: torch.Tensor, min_tokens: int, max_classes: int) -> torch.Tensor:

@@ -52,13 +52,14 @@ def train_model(
         "source": entry["source"],
         **describe(model),
         "training_tokens": cfg.steps * cfg.batch_size * cfg.context_length,
-        "training_seconds": history[-1]["seconds"],
+        "training_seconds": history[-1]["seconds"] if history else 0.0,  # training.steps 0: none
         **heldout_loss(model, load_split(tokens / "heldout.safetensors"), tok.eos_token_id, cfg),
         **read_token_stats(tokens),
     }
     with atomic_path(out_dir, directory=True) as tmp:
         _finish_model(tmp, model.cpu(), tok, record, config, seed)
-        write_training_log(tmp, history)
+        if history:
+            write_training_log(tmp, history)
 
 
 def untrained_twin(

@@ -14,6 +14,7 @@ from lmfeatures.prune.evaluate import PREDICTORS, frontier_recall
 from lmfeatures.report.alignment import alignment_section
 from lmfeatures.report.dataset_examples import concentration_table, distribution_figure, gallery
 from lmfeatures.report.dreaming import dreaming_section, frontier_figure
+from lmfeatures.report.jobs import jobs_figure, jobs_markdown
 from lmfeatures.report.models import model_table, training_curves_figure
 from lmfeatures.report.pages import page_name
 from lmfeatures.report.plotting import markdown_table
@@ -31,6 +32,7 @@ from lmfeatures.report.sae import (
 )
 from lmfeatures.scan.neurons import Neuron
 from lmfeatures.store.alignment import load_methods, load_profiles
+from lmfeatures.store.benchmarks import read_job_benchmarks
 from lmfeatures.store.data import load_tokenizer
 from lmfeatures.store.epo import load_runs, read_compare, read_frontier
 from lmfeatures.store.prune import load_evaluations, read_predictors, read_table, skipped_neurons
@@ -201,6 +203,13 @@ def sae_summary(
     sae_section(
         evaluations, checks, planted_checks, model, twin, sae_params, class_tokens, page_links, figures, section
     )
+
+
+def job_summary(*, benchmarks: str, table: str, figure: str) -> None:
+    """The appendix: every finished job's benchmark under `benchmarks` (the report's own aside)."""
+    jobs = read_job_benchmarks(benchmarks)
+    write_text(table, jobs_markdown(jobs))
+    jobs_figure(jobs, figure)
 
 
 def report(

@@ -4,6 +4,7 @@ dictionary (SAE runs, neurons, untrained-twin and random-decoder controls). Form
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +27,14 @@ from lmfeatures.sae.dictionary_checks import (
     frequent_class_tokens,
     labelled_windows,
 )
-from lmfeatures.sae.evaluate import EVAL_BATCH, collect_activations, evaluate_sae, text_windows
+from lmfeatures.sae.evaluate import EVAL_BATCH, collect_activations, counted_tokens, evaluate_sae, text_windows
 from lmfeatures.sae.planted import PlantedConfig, PlantedReader, plant, planted_windows, recovery
 from lmfeatures.sae.sae import SAEConfig, SparseAutoencoder, train_sae
 from lmfeatures.scan.scan import DerivedHook, ScanConfig, Windows
 from lmfeatures.scan.scan import scan as run_scan
 from lmfeatures.store.data import load_corpus
 from lmfeatures.store.models import load_model
-from lmfeatures.store.sae import load_sae, save_sae, write_checks, write_planted, write_run
+from lmfeatures.store.sae import activation_file, load_sae, save_sae, write_checks, write_planted, write_run
 from lmfeatures.store.scans import scan_meta
 
 
@@ -81,9 +82,14 @@ def sae_train(
     corpus = load_corpus(corpus_dir)
     # every run reads the same sampled windows (the runs differ by their seed alone), the checks the same held-out ones
     train_windows = text_windows(tok, list(corpus["train"]["text"]), context_length, cfg.tokens, seed)
-    acts = collect_activations(hooked, hook, train_windows)
-    sae, log = train_sae(acts, cfg, hooked.device, desc=f"sae {model} L{layer} {run}")
-    del acts
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # named like atomic_path's temporaries, so a killed run's file is cleared by the next run's write
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".partial", dir=out.parent) as scratch:
+        acts = activation_file(Path(scratch) / "activations.npy", counted_tokens(train_windows), hooked.d_mlp)
+        collect_activations(hooked, hook, train_windows, acts)
+        sae, log = train_sae(acts, cfg, hooked.device, desc=f"sae {model} L{layer} {run}")
+        del acts
     heldout = text_windows(tok, list(corpus["heldout"]["text"]), context_length, sae_params["check_tokens"], seed)
     evaluation = evaluate_sae(hooked, sae, layer, heldout)
     with atomic_path(out_dir, directory=True) as tmp:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import save_file
@@ -24,6 +25,12 @@ from lmfeatures.lm.hooks import HookedModel
 from lmfeatures.sae.sae import SAEError, SparseAutoencoder, from_sae_lens_files, sae_lens_files
 from lmfeatures.store.neurons import write_pages as write_html_pages
 from lmfeatures.store.scans import Scan, load_scan, write_scan
+
+
+def activation_file(path: str | Path, rows: int, width: int) -> torch.Tensor:
+    """A float16 [rows, width] tensor backed by a new file at `path` (a training job's scratch): the OS
+    pages in the rows a training batch reads and may drop them again, so the activations need not fit in RAM."""
+    return torch.from_numpy(np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(rows, width)))
 
 
 def save_sae(out_dir: Path, sae: SparseAutoencoder, hook: str, model: str, extra: dict) -> None:

@@ -4,6 +4,10 @@ scan.safetensors     every hook's fields ("{hook}.{field}", e.g. "mlp.2.top_valu
 windows.safetensors  the windows: doc, start, valid_from [windows], ids [windows, context]
 meta.json            model, model fingerprint, shapes, scan config, hooks, document ids
 {hook}.winmax.npy    float16 [windows, units]: each window's max activation (memory-mapped)
+
+results/scan-shards/{model}/{shard}/: one job's part of a sharded scan (scan.shards), written by
+write_scan_part and read by load_scan_part: part.safetensors (the statistics, see ScanPart),
+windows.safetensors and {hook}.winmax.npy of its windows only, meta.json (the scan's meta, start, stop).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from safetensors.torch import save_file
 
 from lmfeatures.io import atomic_path, read_json, read_safetensors, write_json
 from lmfeatures.lm.hooks import HookedModel
-from lmfeatures.scan.scan import ScanConfig, ScanError, Windows, hook_names
+from lmfeatures.scan.scan import ScanConfig, ScanError, ScanPart, Windows, hook_names
 from lmfeatures.store.models import fingerprint
 
 SCAN_FORMAT = 1
@@ -97,14 +101,7 @@ def load_scan(path: str | Path, model_dir: str | Path | None = None, expect: dic
             raise ScanError(
                 f"scan at {str(path)!r} has {key}={meta['scan_config'].get(key)!r}, expected {value!r}: rerun the scan"
             )
-    w = read_safetensors(path / "windows.safetensors")
-    windows = Windows(
-        doc=w["doc"],
-        start=w["start"],
-        valid_from=w["valid_from"],
-        ids=w["ids"],
-        skipped_short_docs=meta["skipped_short_docs"],
-    )
+    windows = _load_windows(path / "windows.safetensors", meta["skipped_short_docs"])
     return Scan(meta=meta, tensors=read_safetensors(path / "scan.safetensors"), windows=windows, path=path)
 
 
@@ -114,11 +111,48 @@ def write_scan(
     """The folder load_scan reads: scan.safetensors, windows.safetensors, meta.json, {hook}.winmax.npy."""
     with atomic_path(out_dir, directory=True) as tmp:
         save_file({k: v.contiguous() for k, v in result.items()}, str(tmp / "scan.safetensors"))
-        ws = {"doc": windows.doc, "start": windows.start, "valid_from": windows.valid_from, "ids": windows.ids}
-        save_file(ws, str(tmp / "windows.safetensors"))
+        _save_windows(tmp / "windows.safetensors", windows)
         for hook, table in window_max.items():
             np.save(tmp / f"{hook}.winmax.npy", table)
         write_json(tmp / "meta.json", {**meta, "n_tokens": int(result["n_tokens"])})
+
+
+def _save_windows(path: Path, windows: Windows) -> None:
+    ws = {"doc": windows.doc, "start": windows.start, "valid_from": windows.valid_from, "ids": windows.ids}
+    save_file({k: v.contiguous() for k, v in ws.items()}, str(path))
+
+
+def _load_windows(path: Path, skipped_short_docs: int) -> Windows:
+    w = read_safetensors(path)
+    return Windows(w["doc"], w["start"], w["valid_from"], w["ids"], skipped_short_docs)
+
+
+def write_scan_part(
+    out_dir: str | Path, part: ScanPart, windows: Windows, meta: dict, window_max: dict[str, np.ndarray]
+) -> None:
+    """One shard's folder (see the module doc): `windows` and `window_max` cover the part's windows only."""
+    with atomic_path(out_dir, directory=True) as tmp:
+        save_file({k: v.contiguous() for k, v in part.tensors().items()}, str(tmp / "part.safetensors"))
+        _save_windows(tmp / "windows.safetensors", windows)
+        for hook, table in window_max.items():
+            np.save(tmp / f"{hook}.winmax.npy", table)
+        write_json(tmp / "meta.json", {**meta, "start": part.start, "stop": part.stop})
+
+
+def load_scan_part(path: str | Path) -> tuple[ScanPart, Windows, dict]:
+    """(the part's statistics, its windows, the scan's meta); tables through `part_window_max`."""
+    path = Path(path)
+    if not (path / "meta.json").is_file():
+        raise ScanError(f"no complete scan shard at {str(path)!r}: run the scan_shard rule (snakemake) first")
+    meta = read_json(path / "meta.json")
+    start, stop = meta.pop("start"), meta.pop("stop")
+    part = ScanPart.from_tensors(read_safetensors(path / "part.safetensors"), start, stop)
+    return part, _load_windows(path / "windows.safetensors", meta["skipped_short_docs"]), meta
+
+
+def part_window_max(path: str | Path, hook: str) -> np.ndarray:
+    """A shard's window-max table of `hook`, float16 [its windows, units], memory-mapped."""
+    return np.load(Path(path) / f"{hook}.winmax.npy", mmap_mode="r")
 
 
 def window_max_memmap(folder: str | Path, hook: str, shape: tuple[int, int]) -> np.ndarray:
