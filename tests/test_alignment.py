@@ -12,11 +12,11 @@ from lmfeatures.alignment.alignment import (
     jaccard_with_null,
     paired_spearman,
     random_rotation,
-    ranked,
     sequence_agreement,
     spearman_matrix,
     spearman_with_null,
     standard_ranks,
+    top_tokens,
 )
 from lmfeatures.stats import bootstrap_mean, cluster_bootstrap_mean
 
@@ -34,12 +34,79 @@ def test_spearman_equals_scipy():
     torch.testing.assert_close(best_match(A, B), spearman_matrix(A, B).max(1).values)
 
 
+def test_ranks_break_ties_by_position():
+    """The landed double argsort was not stable: tied tokens (common in float32 profiles over a
+    large vocabulary) got an order of the sort's own choosing, not the documented token order."""
+    profiles = (torch.arange(200) % 3).float()[:, None]  # tokens 0, 3, 6, ... tie at 0, and so on
+    expected = torch.cat([torch.arange(200)[torch.arange(200) % 3 == v] for v in range(3)]).argsort().double()
+    expected = (expected - expected.mean()) / (expected - expected.mean()).norm()
+    torch.testing.assert_close(standard_ranks(profiles)[0], expected, atol=1e-12, rtol=0)
+
+
+def test_chunked_ranks_equal_the_whole_computation_and_no_call_ranks_more_than_a_chunk(monkeypatch):
+    """Ranks are computed a chunk of features at a time (here 3 of 8, over 3 layers of V = 300):
+    every statistic equals the one-chunk computation and the brute force, and no chunk is wider.
+    The landed code ranked every layer whole, in float64 ([layers, F, V] held at once)."""
+    from lmfeatures.alignment import alignment
+    from lmfeatures.alignment.alignment import layer_pair_alignment
+
+    layers = [torch.randn(300, 8, generator=GEN) for _ in range(3)]
+    layers[1][:, 2] = 1.0  # a constant profile: NaN, and left out of the permuted null
+    a, b = layers[0], layers[2]
+
+    def everything() -> dict[str, torch.Tensor]:
+        grid = layer_pair_alignment(layers, top_k=5, seed=4)
+        return {
+            **{f"grid.{k}": v for k, v in grid.items()},
+            **{f"compare.{k}": v for k, v in compare(a, layers[1], 5).items()},
+            "paired": paired_spearman(a, b),
+            "matrix": spearman_matrix(a, b[:, :5]),
+        }
+
+    whole = everything()
+    monkeypatch.setattr(alignment, "_RANK_ELEMENTS", 3 * 3 * 300)
+    widths: list[int] = []
+
+    def recording(profiles: torch.Tensor) -> torch.Tensor:
+        widths.append(profiles.shape[1])
+        return standard_ranks(profiles)
+
+    monkeypatch.setattr(alignment, "standard_ranks", recording)
+    chunked = everything()
+    assert max(widths) <= 4  # 3 features of 3 layers; 4 when only two profile sets are ranked together
+    for name, value in whole.items():  # the rotated null's columns come from a narrower matmul: float32 rounding
+        torch.testing.assert_close(chunked[name], value, atol=1e-6, rtol=0, equal_nan=True, msg=name)
+    brute = [spearmanr(a[:, i], b[:, i]).statistic for i in range(8)]
+    torch.testing.assert_close(chunked["paired"], torch.tensor(brute, dtype=torch.float32))
+    matrix = [[spearmanr(a[:, i], b[:, j]).statistic for j in range(5)] for i in range(8)]
+    torch.testing.assert_close(chunked["matrix"], torch.tensor(matrix, dtype=torch.float32))
+
+
+def test_stored_profiles_are_read_a_hook_at_a_time(tmp_path):
+    """load_profiles reads a hook when it is indexed (the report holds one model's layers at a time,
+    not every model's profiles): the landed version read the whole file up front."""
+    from lmfeatures.io import DamagedFileError
+    from lmfeatures.store.alignment import load_profiles, write_inputs
+
+    written = {"embed": torch.randn(10, 4, generator=GEN), "resid.0": torch.randn(10, 4, generator=GEN)}
+    write_inputs(tmp_path, written, {})
+    profiles = load_profiles(tmp_path)
+    assert sorted(profiles) == ["embed", "resid.0"] and len(profiles) == 2 and "resid.1" not in profiles
+    write_inputs(tmp_path, {h: p + 1 for h, p in written.items()}, {})  # read when indexed, not when opened
+    torch.testing.assert_close(profiles["resid.0"], written["resid.0"] + 1)
+    with pytest.raises(KeyError):
+        profiles["resid.1"]
+    (tmp_path / "profiles.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(DamagedFileError, match="profiles.safetensors is damaged"):
+        load_profiles(tmp_path)
+
+
 def test_topk_jaccard_by_hand():
     a = torch.tensor([[5.0], [4.0], [3.0], [0.0], [0.0]])
     b = torch.tensor([[0.0], [9.0], [8.0], [7.0], [0.0]])
     # top-2: {0, 1} and {1, 2}: 1 shared of 3; top-3: {0, 1, 2} and {1, 2, 3}: 2 of 4
-    assert jaccard_with_null(ranked(a, 2).top, ranked(b, 2).top, 5)[0].item() == pytest.approx(1 / 3)
-    assert jaccard_with_null(ranked(a, 3).top, ranked(b, 3).top, 5)[0].item() == pytest.approx(0.5)
+    assert jaccard_with_null(top_tokens(a, 2)[1], top_tokens(b, 2)[1], 5)[0].item() == pytest.approx(1 / 3)
+    assert jaccard_with_null(top_tokens(a, 3)[1], top_tokens(b, 3)[1], 5)[0].item() == pytest.approx(0.5)
 
 
 def _brute_force_null(a, b, statistic):
@@ -56,15 +123,14 @@ def test_the_permuted_nulls_are_the_mean_over_every_other_index():
     b = a[:, torch.tensor([1, 0, 2, 3, 4, 5, 6])] + 0.5 * torch.randn(40, 7, generator=GEN)
     b[:, 4] = 1.0  # a constant profile: no ranking, left out of the Spearman null
     b[a.argmax(0)[0], 5] = 99.0  # feature 5 of b is maximised by feature 0 of a's winner: a null hit
-    ranks_a, ranks_b = standard_ranks(a), standard_ranks(b)
-    same, null = spearman_with_null(ranks_a, ranks_b)
+    same, null = spearman_with_null(a, b)
     torch.testing.assert_close(same, paired_spearman(a, b), equal_nan=True)
     expected = _brute_force_null(a, b, lambda x, y: spearmanr(x, y).statistic if y.std() > 0 else float("nan"))
     torch.testing.assert_close(null, expected, atol=1e-5, rtol=0)
     same, null = argmax_with_null(a.argmax(0), b.argmax(0), 40)
     torch.testing.assert_close(null, _brute_force_null(a, b, lambda x, y: float(x.argmax() == y.argmax())))
     assert null[0] > 0
-    same, null = jaccard_with_null(ranked(a, 5).top, ranked(b, 5).top, 40)
+    same, null = jaccard_with_null(top_tokens(a, 5)[1], top_tokens(b, 5)[1], 40)
 
     def jaccard(x, y):
         top_x, top_y = set(x.topk(5).indices.tolist()), set(y.topk(5).indices.tolist())
@@ -76,7 +142,7 @@ def test_the_permuted_nulls_are_the_mean_over_every_other_index():
 
 def test_the_permuted_null_of_identical_profiles_sits_at_chance():
     profiles = torch.randn(4000, 64, generator=GEN)
-    stats = compare(ranked(profiles, 10), ranked(profiles, 10), 4000)
+    stats = compare(profiles, profiles, 10)
     assert stats["spearman"].min() > 0.999 and (stats["argmax"] == 1).all() and (stats["jaccard"] == 1).all()
     assert abs(stats["spearman_permuted"].mean()) < 0.02 and stats["argmax_permuted"].max() < 0.05
     assert stats["jaccard_permuted"].mean() < 0.01
@@ -129,7 +195,7 @@ def test_layer_pair_alignment_equals_pairwise_statistics_and_their_nulls():
     grid = layer_pair_alignment(layers, top_k=5, seed=4)
     torch.testing.assert_close(grid["spearman"][0, 2], paired_spearman(layers[0], layers[2]), atol=1e-6, rtol=0)
     torch.testing.assert_close(grid["spearman"][2, 0], grid["spearman"][0, 2])
-    direct = compare(ranked(layers[1], 5), ranked(layers[2], 5), 300)
+    direct = compare(layers[1], layers[2], 5)
     for name in ("argmax", "argmax_permuted", "jaccard", "jaccard_permuted", "spearman_permuted"):
         torch.testing.assert_close(grid[name][1, 2], direct[name])
     rotated = layers[2] @ random_rotation(8, 4)
@@ -265,7 +331,7 @@ def test_an_independent_random_model_sits_at_the_null():
 
     first = vocab_profiles(_near_identity_model(0), ["resid.2"])["resid.2"]
     second = vocab_profiles(_near_identity_model(1), ["resid.2"])["resid.2"]
-    stats = compare(ranked(first, 10), ranked(second, 10), 512)
+    stats = compare(first, second, 10)
     same, null = stats["spearman"].mean(), stats["spearman_permuted"].mean()
     assert abs(same) < 0.1 and abs(same - null) < 0.1
 

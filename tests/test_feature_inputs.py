@@ -44,6 +44,47 @@ def test_the_kv_cached_greedy_step_equals_running_every_candidate_in_full(hm):
     torch.testing.assert_close(cached, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("hook", ["resid.2", "mlp.1"])
+def test_the_greedy_step_does_not_depend_on_its_chunk_size(hm, hook):
+    features, prefixes = torch.tensor([3, 0, 11]), torch.tensor([[5, 9, 7], [1, 1, 1], [40, 2, 63]])
+    one = greedy_step(hm, hook, features, prefixes, batch_size=1)
+    whole = greedy_step(hm, hook, features, prefixes, batch_size=10_000)
+    torch.testing.assert_close(one, whole, rtol=1e-5, atol=1e-6)
+    assert torch.equal(one.argmax(1), whole.argmax(1))
+
+
+def test_the_greedy_step_reads_the_prefix_cache_as_a_view_never_a_copy(hm, monkeypatch):
+    """Each chunk's cache is its feature's prefix expanded along the batch axis (stride 0): the
+    landed step deep-copied the whole cache and gathered its rows for every chunk."""
+    import copy
+
+    from transformers.cache_utils import DynamicLayer
+
+    from lmfeatures.alignment import feature_inputs
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the prefix cache was copied")
+
+    monkeypatch.setattr(copy, "deepcopy", refuse)
+    for name in ("batch_select_indices", "batch_repeat_interleave", "reorder_cache"):
+        monkeypatch.setattr(DynamicLayer, name, refuse)
+    chunks, cache = [], feature_inputs.Cache
+
+    def spy(layers):  # per chunk, per layer: (batch stride of keys, of values, rows)
+        chunks.append([(layer.keys.stride(0), layer.values.stride(0), len(layer.keys)) for layer in layers])
+        return cache(layers=layers)
+
+    monkeypatch.setattr(feature_inputs, "Cache", spy)
+    features, prefixes = torch.tensor([3, 0]), torch.tensor([[5, 9], [1, 1]])
+    got = greedy_step(hm, "resid.2", features, prefixes, batch_size=24)
+    assert len(chunks) == 2 * 3  # per feature: 24 + 24 + 16 of the 64 candidates
+    assert all(len(layers) == 3 for layers in chunks)  # blocks 0..2 run up to resid.2
+    assert {entry[:2] for layers in chunks for entry in layers} == {(0, 0)}
+    assert sorted({entry[2] for layers in chunks for entry in layers}) == [16, 24]
+    monkeypatch.undo()
+    torch.testing.assert_close(got, greedy_step(hm, "resid.2", features, prefixes, batch_size=64), rtol=1e-5, atol=1e-6)
+
+
 def test_greedy_search_appends_the_brute_force_best_token_at_each_step(hm):
     features = torch.tensor([2, 7])
     got = greedy_search(hm, "mlp.1", features, FeatureInputConfig(greedy_tokens=3, batch_size=40))

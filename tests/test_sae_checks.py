@@ -185,7 +185,7 @@ class _LargestTensor(TorchDispatchMode):
         return out
 
 
-def _wide_dictionaries():
+def _wide_dictionaries(**options):
     """Two random TopK SAEs of width 1024 on a planted layer of width 8 (vocab 50): a [d_sae, d_sae]
     tensor (4 MiB in float32) would be by far the largest thing the checks could build."""
     selection = _planted_windows(48, 1, vocab=50, n_classes=10, pos=16)
@@ -205,7 +205,7 @@ def _wide_dictionaries():
     reader = PlantedReader(planted)
     train, held = planted_windows(planted, selection, 1), planted_windows(planted, check, 2)
     return lambda memory: check_dictionaries(
-        reader, dicts, train, held, names, predicted, CheckThresholds(), memory=memory
+        reader, dicts, train, held, names, predicted, CheckThresholds(), memory=memory, **options
     )
 
 
@@ -502,7 +502,9 @@ def test_verdict_sentences_are_computed_from_the_counts():
     assert "above it on specificity, downstream;" in against_neurons and "not above on sensitivity" in against_neurons
 
 
-@pytest.mark.parametrize("text", ["", "x", "  a = 1\n\n\tb\r\n  \x0c c\n", "if x:\n    y  # c\n\u2028 z\n   \n", "\xa0\n \xa0x\n"])
+@pytest.mark.parametrize(
+    "text", ["", "x", "  a = 1\n\n\tb\r\n  \x0c c\n", "if x:\n    y  # c\n\u2028 z\n   \n", "\xa0\n \xa0x\n"]
+)
 def test_line_starts_equal_a_loop_over_lines(text):
     """The vectorised line starts against str.splitlines and lstrip, line by line."""
     from lmfeatures.sae.proxies import _line_start_chars
@@ -514,3 +516,32 @@ def test_line_starts_equal_a_loop_over_lines(text):
             expected[at + len(line) - len(body)] = True
         at += len(line)
     assert torch.equal(_line_start_chars(text), expected)
+
+
+def test_the_downstream_check_on_a_sample_of_units_equals_the_full_check_there():
+    """sae.downstream_units: the sampled units (and each class's best unit) get the same downstream
+    numbers as when every unit is measured; the others none; the rates count the sample only."""
+    from lmfeatures.report.sae import pass_rates
+    from lmfeatures.sae.dictionary_checks import downstream_sample
+
+    full, sampled = _wide_dictionaries(), _wide_dictionaries(downstream_units=40)
+    whole, part = full(2**30), sampled(2**30)
+    table, sub = whole.tables["A"], part.tables["A"]
+    assert table["downstream_sampled"].equals(table["live"])  # None: every live unit
+    assert sub["downstream_sampled"].sum() == 40 and (sub["downstream_sampled"] <= sub["live"]).all()
+    measured = sub["downstream_positions"] > 0
+    assert measured[sub["downstream_sampled"]].mean() > 0.5  # most sampled units fire on their class
+    for column in ("downstream", "layer_downstream", "downstream_positions"):
+        assert np.allclose(sub.loc[measured, column], table.loc[measured, column], equal_nan=True), column
+    assert sub.loc[~sub["downstream_sampled"] & ~measured, "downstream"].isna().all()
+    rates = pass_rates({("m", "A"): sub}, "m").iloc[0]
+    expected = sub.loc[sub["live"] & sub["downstream_sampled"], "pass_downstream"].mean()
+    assert rates["downstream"] == pytest.approx(expected) and rates["live"] == sub["live"].sum()
+    # each class's best unit is measured whatever the sample: the ones the report shows for a class
+    live = torch.tensor([True, True, True, False, True])
+    best = torch.tensor([0, 0, 1, 1, -1])
+    f1 = torch.tensor([0.2, 0.5, 0.4, 0.9, 0.1])
+    s, m = downstream_sample(live, best, f1, 1, seed=3, shown=[0, 1])
+    assert int(s.sum()) == 1 and (s <= live).all()
+    assert m.tolist() == [bool(s[0]), True, True, False, bool(s[4])]  # unit 3 is not live
+    assert downstream_sample(live, best, f1, 1, seed=3)[1].equal(s)  # no class shown: the sample alone

@@ -9,14 +9,21 @@ per hook, feature i = column i. Feature i of a is compared with feature i of b t
     top-k Jaccard      the overlap of their k most activating tokens
     Spearman           the rank correlation of the whole profiles
 
-    stats = compare(ranked(a, k), ranked(b, k))       # {statistic: [F], statistic_permuted: [F]}
+    stats = compare(a, b, k)                            # {statistic: [F], statistic_permuted: [F]}
     rot = paired_spearman(a, b @ random_rotation(...))  # random-rotation null: b's basis rotated
-    lo = compare(ranked(a - embed, k), ...)             # identity path removed
+    lo = compare(a - embed, b - embed, k)               # identity path removed
 
 The permuted-index null of each statistic pairs feature i of a with feature j != i of b; it is
 computed exactly, as the mean over every j != i (the expectation over uniformly random
-derangements), so it carries no seed. Ranks break ties by position (activations are floats, ties
-are rare); a constant profile has no ranking, and its correlations are NaN.
+derangements), so it carries no seed. Ranks break ties by token order (a stable sort: float32
+profiles over thousands of tokens do tie); a constant profile has no ranking, and its correlations
+are NaN.
+
+Memory: no layer's ranks are ever held whole. They are computed for a chunk of features at once
+(of every layer compared, at most _RANK_ELEMENTS values) and used at once, so statistics over L
+layers of profiles [V, F] need the float32 profiles (L x V x F) plus a bounded working set,
+whatever L, V and F. The permuted Spearman null needs each layer's ranks summed over all its
+features before any feature's null, so `spearman_grid` ranks every chunk twice rather than keep them.
 
 The identity path: in a pre-norm residual network resid.L = embed + the writes of blocks 0..L, so
 the embedding alone makes feature i of every layer look alike. Two controls remove it:
@@ -28,38 +35,116 @@ No file I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from itertools import chain, pairwise
 
 import torch
 
 STATISTICS = ("argmax", "jaccard", "spearman")
 # rows of a per chunk of the top-k intersection count [rows, k, F_b]: memory linear in the width
 _INTERSECTION_ELEMENTS = 1 << 24
+# values of one chunk's float64 ranks [features, layers, V] (256 MB): with one layer's sort of the chunk
+# besides, the rank statistics' working set, whatever the number of layers, features or tokens
+_RANK_ELEMENTS = 1 << 25
+
+
+def _chunks(width: int, per_feature: int) -> list[slice]:
+    """range(width) in consecutive slices of features, each holding at most _RANK_ELEMENTS values
+    when a feature takes per_feature of them (at least one feature per slice)."""
+    size = max(1, _RANK_ELEMENTS // per_feature)
+    return [slice(start, min(start + size, width)) for start in range(0, width, size)]
 
 
 def standard_ranks(profiles: torch.Tensor) -> torch.Tensor:
-    """profiles [V, F] -> [F, V]: each feature's ranks over the vocabulary, centred and scaled to
-    unit norm, so the Spearman correlation of two features is the dot product of their rows."""
-    ranks = profiles.double().argsort(0).argsort(0).T.double()  # [F, V]
-    ranks = ranks - ranks.mean(1, keepdim=True)
-    ranks = ranks / ranks.norm(dim=1, keepdim=True)
+    """profiles [V, c] (a chunk of features) -> [c, V] float64: each feature's ranks over the
+    vocabulary, centred and scaled to unit norm, so the Spearman correlation of two features is the
+    dot product of their rows. The ranks are exact integers (one stable sort, inverted by a
+    scatter); float64 keeps that dot product over V tokens exact to ~1e-16 (float32 would lose
+    ~1e-6, more than the statistics' float32 results carry)."""
+    order = profiles.argsort(dim=0, stable=True)  # [V, c]: ties in token order
+    positions = torch.arange(len(order), device=order.device)[:, None].expand_as(order)
+    ranks = torch.empty_like(order).scatter_(0, order, positions).T.double()  # [c, V]: token v's rank
+    ranks -= ranks.mean(1, keepdim=True)
+    ranks /= ranks.norm(dim=1, keepdim=True)
     constant = profiles.amax(0) == profiles.amin(0)  # no ranking at all: every correlation with it is NaN
-    return ranks.masked_fill(constant[:, None], float("nan"))
+    return ranks.masked_fill_(constant[:, None], float("nan"))
 
 
 def paired_spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a, b [V, F] -> [F]: Spearman correlation of feature i of a with feature i of b."""
-    return (standard_ranks(a) * standard_ranks(b)).sum(1).float()
+    out = torch.empty(a.shape[1], device=a.device)
+    for cols in _chunks(a.shape[1], 2 * a.shape[0]):
+        out[cols] = (standard_ranks(a[:, cols]) * standard_ranks(b[:, cols])).sum(1).float()
+    return out
 
 
 def spearman_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a [V, Fa], b [V, Fb] -> [Fa, Fb]: every feature of a against every feature of b."""
-    return (standard_ranks(a) @ standard_ranks(b).T).float()
+    """a [V, Fa], b [V, Fb] -> [Fa, Fb]: every feature of a against every feature of b. Each chunk
+    of b's features is ranked once and a's are ranked again for each (ceil(Fb / chunk) times), so
+    neither matrix's ranks are held whole."""
+    vocab = a.shape[0]
+    out = torch.empty(a.shape[1], b.shape[1], device=a.device)
+    for cols_b in _chunks(b.shape[1], 2 * vocab):
+        ranks_b = standard_ranks(b[:, cols_b])  # [cb, V]
+        for cols_a in _chunks(a.shape[1], 2 * vocab):
+            out[cols_a, cols_b] = (standard_ranks(a[:, cols_a]) @ ranks_b.T).float()
+    return out
 
 
 def best_match(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a [V, Fa], b [V, Fb] -> [Fa]: each feature of a against its most correlated feature of b."""
     return spearman_matrix(a, b).max(1).values
+
+
+def spearman_grid(profiles: Sequence[torch.Tensor], rotation: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Spearman of feature i of layer a with feature i of layer b for every ordered pair (a, b), from
+    profiles [V, F] per layer: {"spearman": [L, L, F], "spearman_permuted": [L, L, F] its mean over
+    b_j, j != i} and, given a rotation [F, F], "spearman_rotated": [L, L, F] a_i against feature i
+    of b @ rotation. The null is linear in F: the sum over j of a_i . b_j is a_i . (sum_j b_j), so a
+    first pass sums each layer's ranks over its features. Constant features of b leave the mean; a
+    constant a_i or b_i gives NaN."""
+    n, (vocab, width), device = len(profiles), profiles[0].shape, profiles[0].device
+    chunks = _chunks(width, n * vocab)
+
+    # one chunk's ranks [c, L, V], refilled for every chunk of both passes: features first, so the
+    # batched matmuls below read it without a permuted copy
+    buffer = torch.empty(chunks[0].stop, n, vocab, dtype=torch.float64, device=device)
+
+    def ranks_of(cols: slice) -> torch.Tensor:
+        ranks = buffer[: cols.stop - cols.start]
+        for layer, p in enumerate(profiles):
+            ranks[:, layer] = standard_ranks(p[:, cols])
+        return ranks
+
+    def per_pair(products: torch.Tensor) -> torch.Tensor:
+        return products.permute(1, 2, 0).float()  # [c, L, L] -> [L, L, c]
+
+    total = torch.zeros(n, vocab, dtype=torch.float64, device=device)  # [L, V]: sum of b_j over valid j
+    valid = torch.empty(n, width, dtype=torch.bool, device=device)  # [L, F]: not a constant profile
+    for cols in chunks:
+        ranks = ranks_of(cols)
+        valid[:, cols] = ~torch.isnan(ranks[:, :, 0]).T
+        total += ranks.nan_to_num_().sum(0)
+    others = valid.sum(1, keepdim=True) - valid.double()  # [L, F]: how many valid j != i in layer b
+    names = ["spearman", "spearman_permuted"] + ["spearman_rotated"] * (rotation is not None)
+    out = {name: torch.empty(n, n, width, device=device) for name in names}
+    for cols in chunks:
+        ranks = ranks_of(cols)
+        same = ranks @ ranks.transpose(1, 2)  # [c, L, L]: a_i . b_i
+        everyone = ranks @ total.T  # [c, L, L]: sum over valid j of a_i . b_j
+        permuted = (everyone - torch.where(valid[:, cols].T[:, None, :], same, 0.0)) / others[:, cols].T[:, None, :]
+        out["spearman"][:, :, cols], out["spearman_permuted"][:, :, cols] = per_pair(same), per_pair(permuted)
+        if rotation is not None:  # this chunk's rotated features of one layer b at a time, [c, V]
+            for b, p in enumerate(profiles):
+                rotated = standard_ranks(p @ rotation[:, cols])[:, :, None]  # [c, V, 1]
+                out["spearman_rotated"][:, b, cols] = (ranks @ rotated)[:, :, 0].T.float()  # [L, c]
+    return out
+
+
+def spearman_with_null(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """a, b [V, F] profiles -> ([F] Spearman of a_i with b_i, [F] its mean over b_j, j != i)."""
+    grid = spearman_grid([a, b])
+    return grid["spearman"][0, 1], grid["spearman_permuted"][0, 1]
 
 
 def random_rotation(n: int, seed: int) -> torch.Tensor:
@@ -89,33 +174,21 @@ def token_hits(tokens: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tenso
     return own.permute(1, 0, 2).flatten(1), others.permute(1, 0, 2).flatten(1)
 
 
-@dataclass(frozen=True)
-class Ranked:
-    """What the statistics read of profiles [V, F], computed once per profile set."""
-
-    ranks: torch.Tensor  # [F, V] standard_ranks: centred, unit-norm ranks (NaN rows: constant profiles)
-    argmax: torch.Tensor  # [F] each feature's maximising token
-    top: torch.Tensor  # [F, k] each feature's k most activating tokens
-
-
-def ranked(profiles: torch.Tensor, top_k: int) -> Ranked:
-    return Ranked(standard_ranks(profiles), profiles.argmax(0), profiles.topk(top_k, dim=0).indices.T)
+def top_tokens(profiles: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """profiles [V, F] -> ([F] each feature's maximising token, [F, k] its k most activating tokens),
+    a chunk of features at a time."""
+    width = profiles.shape[1]
+    argmax = torch.empty(width, dtype=torch.long, device=profiles.device)
+    top = torch.empty(width, top_k, dtype=torch.long, device=profiles.device)
+    for cols in _chunks(width, profiles.shape[0]):
+        argmax[cols] = profiles[:, cols].argmax(0)
+        top[cols] = profiles[:, cols].topk(top_k, dim=0).indices.T
+    return argmax, top
 
 
 def _others_mean(total: torch.Tensor, own: torch.Tensor, count: int) -> torch.Tensor:
     """The mean over the count - 1 terms j != i, given the sum over all j (total) and the term j = i (own)."""
     return (total - own) / (count - 1)
-
-
-def spearman_with_null(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """a, b [F, V] standard ranks -> ([F] Spearman of a_i with b_i, [F] its mean over b_j, j != i):
-    linear in F, since the sum over j of a_i . b_j is a_i . (sum_j b_j). Constant features of b
-    leave the mean; a constant a_i or b_i gives NaN."""
-    valid_b = ~torch.isnan(b[:, 0])
-    same = (a * b).sum(1)
-    total = a @ torch.nan_to_num(b).sum(0)
-    others = (total - torch.where(valid_b, same, 0.0)) / (valid_b.sum() - valid_b.double())
-    return same.float(), others.float()
 
 
 def argmax_with_null(a: torch.Tensor, b: torch.Tensor, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,47 +202,60 @@ def jaccard_with_null(a: torch.Tensor, b: torch.Tensor, vocab: int) -> tuple[tor
     """a, b [F, k] top-k tokens -> ([F] Jaccard of a_i and b_i, [F] its mean over b_j, j != i).
     Intersections come from b's membership table [V, F], a chunk of a's rows at a time."""
     n_features, k = a.shape
-    member = torch.zeros(vocab, b.shape[0], dtype=torch.float32)
-    member[b, torch.arange(b.shape[0])[:, None].expand_as(b)] = 1.0
-    same, total = torch.empty(n_features, dtype=torch.float64), torch.empty(n_features, dtype=torch.float64)
+    member = torch.zeros(vocab, b.shape[0], dtype=torch.float32, device=b.device)
+    member[b, torch.arange(b.shape[0], device=b.device)[:, None].expand_as(b)] = 1.0
+    same = torch.empty(n_features, dtype=torch.float64, device=b.device)
+    total = torch.empty_like(same)
     rows = max(1, _INTERSECTION_ELEMENTS // (k * b.shape[0]))
     for start in range(0, n_features, rows):
-        chunk = torch.arange(start, min(start + rows, n_features))
+        chunk = torch.arange(start, min(start + rows, n_features), device=b.device)
         shared = member[a[chunk]].sum(1).double()  # [rows, F_b] |top_a_i ∩ top_b_j|
         jaccard = shared / (2 * k - shared)
-        same[chunk], total[chunk] = jaccard[torch.arange(len(chunk)), chunk], jaccard.sum(1)
+        same[chunk], total[chunk] = jaccard[torch.arange(len(chunk), device=b.device), chunk], jaccard.sum(1)
     return same.float(), _others_mean(total, same, b.shape[0]).float()
 
 
-def compare(a: Ranked, b: Ranked, vocab: int) -> dict[str, torch.Tensor]:
-    """Feature i of a against feature i of b (same width F): {statistic: [F], f"{statistic}_permuted": [F]}
-    for each of STATISTICS."""
+def _statistics(
+    top_a: tuple[torch.Tensor, torch.Tensor],
+    top_b: tuple[torch.Tensor, torch.Tensor],
+    vocab: int,
+    spearman: tuple[torch.Tensor, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """{statistic: [F], f"{statistic}_permuted": [F]} for each of STATISTICS, from each side's
+    top_tokens and the Spearman correlations with their null."""
     out = {}
     for name, (same, null) in {
-        "argmax": argmax_with_null(a.argmax, b.argmax, vocab),
-        "jaccard": jaccard_with_null(a.top, b.top, vocab),
-        "spearman": spearman_with_null(a.ranks, b.ranks),
+        "argmax": argmax_with_null(top_a[0], top_b[0], vocab),
+        "jaccard": jaccard_with_null(top_a[1], top_b[1], vocab),
+        "spearman": spearman,
     }.items():
         out[name], out[f"{name}_permuted"] = same, null
     return out
 
 
-def layer_pair_alignment(profiles: list[torch.Tensor], top_k: int, seed: int) -> dict[str, torch.Tensor]:
+def compare(a: torch.Tensor, b: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
+    """Feature i of a against feature i of b, profiles [V, F] of the same width: {statistic: [F],
+    f"{statistic}_permuted": [F]} for each of STATISTICS."""
+    return _statistics(top_tokens(a, top_k), top_tokens(b, top_k), a.shape[0], spearman_with_null(a, b))
+
+
+def layer_pair_alignment(profiles: Sequence[torch.Tensor], top_k: int, seed: int) -> dict[str, torch.Tensor]:
     """Every statistic of every pair of layers with its nulls, from profiles [V, F] per layer: for each
     of STATISTICS and its "_permuted" null, and "spearman_rotated" (layer b's basis rotated by one
     seeded random orthogonal matrix), [L, L, F]; entry [a, b, i] (a < b, mirrored; the diagonal
     compares a layer with itself)."""
-    n, (vocab, width) = len(profiles), profiles[0].shape
-    sets = [ranked(p, top_k) for p in profiles]
-    rotation = random_rotation(width, seed)
-    rotated = [standard_ranks(p @ rotation) for p in profiles]
+    n, (vocab, width), device = len(profiles), profiles[0].shape, profiles[0].device
+    tops = [top_tokens(p, top_k) for p in profiles]
+    spearman = spearman_grid(profiles, random_rotation(width, seed).to(device))
     out: dict[str, torch.Tensor] = {}
     for a in range(n):
         for b in range(a, n):
-            values = compare(sets[a], sets[b], vocab)
-            values["spearman_rotated"] = (sets[a].ranks * rotated[b]).sum(1).float()
+            values = _statistics(
+                tops[a], tops[b], vocab, (spearman["spearman"][a, b], spearman["spearman_permuted"][a, b])
+            )
+            values["spearman_rotated"] = spearman["spearman_rotated"][a, b]
             for name, v in values.items():
-                grid = out.setdefault(name, torch.full((n, n, width), float("nan")))
+                grid = out.setdefault(name, torch.full((n, n, width), float("nan"), device=device))
                 grid[a, b] = grid[b, a] = v
     return out
 
@@ -186,6 +272,7 @@ def by_distance(per_pair: torch.Tensor) -> dict[int, torch.Tensor]:
     return {d: torch.stack([per_pair[a, a + d] for a in range(n - d)]).mean(0) for d in range(1, n)}
 
 
-def block_writes(embed: torch.Tensor, layers: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Profiles of what each block adds to the residual stream: resid.L - resid.(L-1), [V, d] each."""
-    return [layer - previous for previous, layer in zip([embed, *layers[:-1]], layers)]
+def block_writes(embed: torch.Tensor, layers: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """Profiles of what each block adds to the residual stream: resid.L - resid.(L-1), [V, d] each.
+    `layers` may be read lazily (a generator): only the previous layer is kept besides the writes."""
+    return [layer - previous for previous, layer in pairwise(chain([embed], layers))]

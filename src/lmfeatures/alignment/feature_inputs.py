@@ -13,18 +13,19 @@ the last position.
 
 The exhaustive search is one batched forward over the vocabulary with every hook captured at
 once. The greedy search runs each feature's prefix once and extends its key/value cache to every
-candidate, so a step costs about one forward of |V| single tokens per feature. The gradient
-methods optimise every requested feature of every hook as one batch: one forward and backward per
-step, whatever the number of layers. No file I/O.
+candidate, so a step costs about one forward of |V| single tokens per feature; a chunk of
+candidates reads its feature's cached prefix as a view expanded along the batch axis, never a
+copy. The gradient methods optimise every requested feature of every hook as one batch: one
+forward and backward per step, whatever the number of layers. No file I/O.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
+from itertools import product
 
 import torch
-from transformers import DynamicCache
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from lmfeatures.lm.hooks import HookedModel, parse_hook
 
@@ -77,17 +78,38 @@ def vocab_profiles(model: HookedModel, hooks: list[str], batch_size: int = 2048)
     return {h: torch.cat(v) for h, v in out.items()}
 
 
+class _SharedPrefix(DynamicLayer):
+    """One attention layer's cache for a chunk of candidates that all continue the same prefix: keys
+    and values [rows, heads, t, d_head] are the prefix's row expanded along the batch axis (a view
+    with batch stride 0). `update` returns them with the chunk's own key and value appended,
+    [rows, heads, t + 1, d_head], the attention's input, and stores nothing: a chunk runs once, so
+    its cache is never read again and the prefix stays shared and unchanged."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor):
+        super().__init__()
+        self.keys, self.values = keys, values
+        self.dtype, self.device = keys.dtype, keys.device
+        self.is_initialized = True  # what DynamicLayer's lazy initialisation would set
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
+
+
 @torch.no_grad()
 def greedy_step(
     model: HookedModel, hook: str, features: torch.Tensor, prefixes: torch.Tensor, batch_size: int = 2048
 ) -> torch.Tensor:
     """[F, V]: feature features[f] at the last position of prefixes[f] + token v, for every v.
-    prefixes [F, t] run once and their key/value caches copied to each chunk of candidates; with
-    t = 0 every feature reads the same V one-token inputs, run once."""
+    prefixes [F, t] run once; then each chunk of at most batch_size candidates of one feature reads
+    that feature's cached prefix expanded to the chunk (no copy), so a chunk holds its own
+    activations and one layer's keys and values at a time, whatever F. With t = 0 every feature
+    reads the same V one-token inputs, run once."""
     n_features, vocab = len(features), model.vocab_size
     index = features.to(model.device)
+    values = torch.empty(n_features, vocab, device=model.device)
     if not prefixes.shape[1]:
-        values = torch.empty(n_features, vocab, device=model.device)
         for start in range(0, vocab, batch_size):
             tokens = torch.arange(start, min(start + batch_size, vocab), device=model.device)
             acts = model.run([hook], input_ids=tokens[:, None])[hook][:, -1]  # [b, width]
@@ -95,15 +117,15 @@ def greedy_step(
         return values.cpu()
     cache = DynamicCache()
     model.run([hook], input_ids=prefixes, past_key_values=cache)  # fills the cache up to the hook's layer
-    rows = torch.arange(n_features * vocab, device=model.device)  # row r: feature r // V, candidate r % V
-    values = torch.empty(n_features * vocab, device=model.device)
-    for start in range(0, len(rows), batch_size):
-        r = rows[start : start + batch_size]
-        past = copy.deepcopy(cache)
-        past.batch_select_indices(r // vocab)
-        acts = model.run([hook], input_ids=(r % vocab)[:, None], past_key_values=past)[hook][:, -1]  # [b, width]
-        values[r] = acts.gather(1, index[r // vocab, None]).squeeze(1).float()
-    return values.view(n_features, vocab).cpu()
+    prefix = [(layer.keys, layer.values) for layer in cache.layers]  # per layer [F, heads, t, d_head]
+    size = min(batch_size, vocab)  # a chunk never spans two features: their prefixes differ
+    for f, start in product(range(n_features), range(0, vocab, size)):
+        tokens = torch.arange(start, min(start + size, vocab), device=model.device)
+        rows = (len(tokens), -1, -1, -1)  # feature f's prefix row, once per candidate
+        past = Cache(layers=[_SharedPrefix(k[f : f + 1].expand(rows), v[f : f + 1].expand(rows)) for k, v in prefix])
+        acts = model.run([hook], input_ids=tokens[:, None], past_key_values=past)[hook][:, -1]  # [b, width]
+        values[f, tokens] = acts[:, index[f]].float()
+    return values.cpu()
 
 
 @torch.no_grad()

@@ -5,6 +5,11 @@ identity-path controls, and the methods' decodings against theirs. No file I/O.
 
     metrics = compute_metrics(profiles, methods, kinds, twins, sizes, kind, top_k, seed)
 
+Profiles are read through their mappings a hook at a time ({model: {hook: [V, F]}}; the store's
+mappings read each hook from disk when indexed and keep nothing), so the working set is one
+model's layers, one layer pair of two models or one depth of a size pair, never every model's
+profiles at once. The identity-path controls are built one at a time from the hooks.
+
 The resampling unit is the feature: a statistic measured at several layers (or layer pairs, or
 decoded positions) for one feature is one cluster of `cluster_bootstrap_mean`, and every interval
 is per model (or per model pair). Claims across models are the report's, stated per model.
@@ -15,6 +20,8 @@ value minus null, so the interval of the comparison itself, not of two overlappi
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
 
 import torch
 
@@ -28,7 +35,6 @@ from lmfeatures.alignment.alignment import (
     layer_pairs,
     paired_spearman,
     random_rotation,
-    ranked,
     sequence_agreement,
     token_hits,
 )
@@ -70,18 +76,46 @@ def _layer_metrics(layers: list[torch.Tensor], top_k: int, seed: int) -> tuple[d
     return records, heatmaps, distance
 
 
-def _same_index(a: torch.Tensor, b: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
-    """compare() of two profile sets [V, F] of equal width."""
-    return compare(ranked(a, top_k), ranked(b, top_k), a.shape[0])
-
-
 def _records(per_feature: dict[str, torch.Tensor], seed: int) -> dict:
     """{statistic: record against its permuted null} from compare()'s values, [F, ...] each."""
     return {name: versus(per_feature[name], {"permuted": per_feature[f"{name}_permuted"]}, seed) for name in STATISTICS}
 
 
+def _model_entry(hooks: Mapping[str, torch.Tensor], kind: str, top_k: int, seed: int) -> dict:
+    """One model's shape, the across-layer alignment of its profiles [V, F] per layer and, for resid
+    hooks, of the identity-path controls, and the identity-path measures. The controls are read
+    afresh from `hooks` after the raw layers are dropped, so one variant's L layers are in memory."""
+
+    def layers() -> Iterator[torch.Tensor]:
+        return (hooks[f"{kind}.{i}"] for i in range(len(hooks) - 1))
+
+    raw = list(layers())
+    entry: dict = {"n_layers": len(raw), "width": raw[0].shape[1], "vocab": raw[0].shape[0]}
+    entry["heatmap"], entry["across_layers"], entry["distance"] = {}, {}, {}
+
+    def measure(variant: str, profiles_of: list[torch.Tensor]) -> None:
+        if len(profiles_of) > 1:  # across layers needs two of them
+            records, heatmaps, distance = _layer_metrics(profiles_of, top_k, seed)
+            entry["across_layers"][variant], entry["heatmap"][variant] = records, heatmaps
+            entry["distance"][variant] = distance
+
+    measure("raw", raw)
+    if kind == "resid":
+        embed = hooks["embed"]
+        identity = torch.stack([paired_spearman(p, embed) for p in raw]).T  # [F, L]
+        entry["identity"] = {"per_layer": [_summary(v, seed) for v in identity.T], "all": _summary(identity, seed)}
+        if len(raw) > 1:  # how much of what later layers add to the embedding is block 0's write
+            first = raw[0] - embed
+            inherited = torch.stack([paired_spearman(p - embed, first) for p in raw[1:]]).T
+            entry["first_write"] = _summary(inherited, seed)
+        del raw  # each control below is built from a fresh read, with only its own layers in memory
+        measure("minus_embed", [p - embed for p in layers()])
+        measure("writes", block_writes(embed, layers()))
+    return entry
+
+
 def compute_metrics(
-    profiles: dict[str, dict[str, torch.Tensor]],
+    profiles: Mapping[str, Mapping[str, torch.Tensor]],
     methods: dict[str, dict],
     kinds: dict[str, str],
     twins: dict[str, str],
@@ -93,33 +127,12 @@ def compute_metrics(
     """Every number of the alignment section (metrics.json). Profiles: {model: {hook: [V, F]}}."""
     metrics: dict = {"models": {}, "twins": {}, "sizes": []}
     for name, hooks in profiles.items():
-        layers = [hooks[f"{kind}.{i}"] for i in range(len(hooks) - 1)]
-        variants = {"raw": layers}
-        if kind == "resid":
-            variants["minus_embed"] = [p - hooks["embed"] for p in layers]
-            variants["writes"] = block_writes(hooks["embed"], layers)
-        entry: dict = {"kind": kinds[name], "n_layers": len(layers), "width": layers[0].shape[1]}
-        entry["vocab"] = layers[0].shape[0]
-        entry["heatmap"], entry["across_layers"], entry["distance"] = {}, {}, {}
-        for variant, profiles_of in variants.items():
-            if len(layers) < 2:
-                break
-            records, heatmaps, distance = _layer_metrics(profiles_of, top_k, seed)
-            entry["across_layers"][variant], entry["heatmap"][variant] = records, heatmaps
-            entry["distance"][variant] = distance
-        if kind == "resid":
-            identity = torch.stack([paired_spearman(p, hooks["embed"]) for p in layers]).T  # [F, L]
-            entry["identity"] = {"per_layer": [_summary(v, seed) for v in identity.T], "all": _summary(identity, seed)}
-            if len(layers) > 1:  # how much of what later layers add to the embedding is block 0's write
-                first = variants["writes"][0]
-                inherited = torch.stack([paired_spearman(p, first) for p in variants["minus_embed"][1:]]).T
-                entry["first_write"] = _summary(inherited, seed)
-        entry["methods"] = method_metrics(methods[name], seed)
-        metrics["models"][name] = entry
+        entry = _model_entry(hooks, kind, top_k, seed)
+        metrics["models"][name] = {"kind": kinds[name], **entry, "methods": method_metrics(methods[name], seed)}
 
     for trained, twin in twins.items():
         a, b = profiles[trained], profiles[twin]
-        per_layer = [_same_index(a[f"{kind}.{i}"], b[f"{kind}.{i}"], top_k) for i in range(len(a) - 1)]
+        per_layer = [compare(a[f"{kind}.{i}"], b[f"{kind}.{i}"], top_k) for i in range(len(a) - 1)]
         stacked = {k: torch.stack([layer[k] for layer in per_layer], 1) for k in per_layer[0]}  # [F, L]
         metrics["twins"][trained] = {"twin": twin, **_records(stacked, seed)}
 
@@ -129,7 +142,9 @@ def compute_metrics(
     return metrics
 
 
-def _size_pair(a: str, b: str, pa: dict, pb: dict, kind: str, top_k: int, seed: int) -> dict:
+def _size_pair(
+    a: str, b: str, pa: Mapping[str, torch.Tensor], pb: Mapping[str, torch.Tensor], kind: str, top_k: int, seed: int
+) -> dict:
     """Feature i of model a against feature i of model b on their shared dimensions, and each
     feature of a against its best match in b (null: b's basis randomly rotated), at the embedding,
     the first and the last block."""
@@ -142,10 +157,10 @@ def _size_pair(a: str, b: str, pa: dict, pb: dict, kind: str, top_k: int, seed: 
         x, y = pa[ha], pb[hb]
         shared = min(x.shape[1], y.shape[1])
         best = best_match(x, y)
-        best_null = best_match(x, y @ random_rotation(y.shape[1], seed))
+        best_null = best_match(x, y @ random_rotation(y.shape[1], seed).to(y.device))
         record["shared"] = shared
         record["depths"][depth] = {
-            **_records(_same_index(x[:, :shared], y[:, :shared], top_k), seed),
+            **_records(compare(x[:, :shared], y[:, :shared], top_k), seed),
             "best_match": versus(best, {"rotated": best_null}, seed),
         }
     return record

@@ -64,9 +64,14 @@ def _rate_row(live: pd.DataFrame, sae_only_applicable: bool) -> dict:
     columns = {c: live[f"pass_{c}"] for c in CHECKS}
     columns["shared"] = live[[f"pass_{c}" for c in SHARED_CHECKS]].all(axis=1)
     columns["all"] = live[[f"pass_{c}" for c in CHECKS]].all(axis=1)
+    # the downstream check may have been measured on a sample of the live units (sae.downstream_units):
+    # rates that include it are estimated over that sample
+    sampled = live["downstream_sampled"] if "downstream_sampled" in live else pd.Series(True, index=live.index)
     for check, passed in columns.items():
         ok = sae_only_applicable or check not in (*SAE_ONLY, "all")
-        share, lo, hi = wilson_interval(int(passed.sum()), len(live)) if ok else (np.nan,) * 3
+        if check in ("downstream", "shared", "all"):
+            passed = passed[sampled]
+        share, lo, hi = wilson_interval(int(passed.sum()), len(passed)) if ok else (np.nan,) * 3
         row |= {check: share, f"{check}_lo": lo, f"{check}_hi": hi, f"{check}_n": int(passed.sum()) if ok else np.nan}
     return row
 

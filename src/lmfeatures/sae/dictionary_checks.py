@@ -226,6 +226,25 @@ def _downstream(
     return means[0], means[1], positions
 
 
+def downstream_sample(
+    live: Tensor, best: Tensor, selection_f1: Tensor, n: int | None, seed: int, shown: list[int] = ()
+) -> tuple[Tensor, Tensor]:
+    """(sampled, measured) bool [U]: which units get the downstream check, whose cost is forwards
+    with logits per unit. n None: every live unit, both. Otherwise `sampled` is a uniform seeded
+    sample of n live units, over which the downstream pass rates are estimated (Wilson intervals
+    over the sample), and `measured` adds, for each class in `shown`, the live units with its best
+    selection F1 (best [U] each unit's class, -1 none): the units a report shows for those classes."""
+    if n is None or n >= int(live.sum()):
+        return live.clone(), live.clone()
+    candidates = torch.nonzero(live).flatten()
+    pick = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(seed))[:n]
+    sampled = torch.zeros_like(live).index_fill_(0, candidates[pick], True)
+    in_shown = torch.isin(best, torch.tensor(list(shown), dtype=best.dtype)) & live
+    f1 = torch.where(in_shown, selection_f1, -math.inf)
+    class_best = torch.full((int(best.max()) + 1,), -math.inf).scatter_reduce(0, best.clamp(min=0), f1, "amax")
+    return sampled, sampled | (in_shown & (f1 == class_best[best.clamp(min=0)]))
+
+
 @dataclass
 class DictionaryChecks:
     """What check_dictionaries found: one table per dictionary, each SAE's Pearson r with the neurons
@@ -254,6 +273,9 @@ def check_dictionaries(
     ablation_windows: int = 2,
     vocab_text=str,
     memory: int = MEMORY,
+    downstream_units: int | None = None,
+    seed: int = 0,
+    shown_classes: list[int] = (),
 ) -> DictionaryChecks:
     """The checks for every unit of every dictionary of one layer (`dicts`: {name: SAE, or None for
     the neurons}): best proxies and unit maxima from `selection`, everything else from `check`;
@@ -261,7 +283,9 @@ def check_dictionaries(
     vocab_text(id) -> a token's text. `memory`: bytes of one block of the chunked products and of
     one ablation forward's tensors (checks.MEMORY), so that memory grows linearly with d_sae: no
     [d_sae, d_sae] or [units, vocab] tensor is built, and the activations are read a batch at a time
-    (an SAE's nonzeros are kept for universality)."""
+    (an SAE's nonzeros are kept for universality). `downstream_units`: measure the downstream
+    effect (forwards with logits for every unit) on a seeded sample of that many live units per
+    dictionary, and on the best units of `shown_classes`, see downstream_sample (None: all)."""
     t = thresholds
     maxima = _unit_maxima(reader, dicts, selection)
     readout = reader.readout()  # [d_mlp, vocab]: the direct path to the logits
@@ -308,12 +332,13 @@ def check_dictionaries(
         mine = best[name]
         tokens = torch.where((mine >= 0)[:, None], predicted[mine.clamp(min=0)], -1)  # [U, P]
         live = score["fires"] > 0
+        sampled, measured = downstream_sample(live, mine, selection_f1[name], downstream_units, seed, shown_classes)
         downstream, layer_downstream, positions = _downstream(
             reader,
             sae,
             check,
             scores[name].top_window,
-            live,
+            measured,
             mine,
             predicted,
             maxima[name],
@@ -342,6 +367,7 @@ def check_dictionaries(
                 "layer_downstream": layer_downstream.numpy(),
                 "downstream_share": downstream_share.numpy(),
                 "downstream_positions": positions.numpy(),
+                "downstream_sampled": sampled.numpy(),
                 "logit_share": logit_share.numpy(),
                 "top_logits": [[vocab_text(i) for i in row] for row in top_ids.tolist()],
                 "top_logit_weights": top_w.tolist(),

@@ -143,7 +143,9 @@ def _check_data(tok, corpus, params: dict, context_length: int, seed: int, vocab
     return _CheckData(selection, heldout, check, names, predicted, next_counts)
 
 
-def _run_checks(reader, dicts, selection, check, data: _CheckData, params: dict, tok):
+def _run_checks(
+    reader, dicts, selection, check, data: _CheckData, params: dict, tok, seed: int, downstream_units: int | None
+):
     """check_dictionaries with the config's thresholds; selection / check: data's windows, or the
     planted ones built on them."""
     thresholds = CheckThresholds(**params["thresholds"])
@@ -158,6 +160,9 @@ def _run_checks(reader, dicts, selection, check, data: _CheckData, params: dict,
         thresholds,
         params["ablation_windows"],
         vocab_text,
+        downstream_units=downstream_units,
+        seed=seed,
+        shown_classes=range(len(params["proxies"])),  # the hand classes, whose best features the report shows
     )
 
 
@@ -192,7 +197,17 @@ def sae_checks(
     dicts = _dictionaries(run_dirs, hooked, with_neurons)
     corpus = load_corpus(corpus_dir)
     data = _check_data(tok, corpus, sae_params, context_length, seed, hooked.vocab_size)
-    found = _run_checks(ModelReader(hooked, layer), dicts, data.selection, data.check, data, sae_params, tok)
+    found = _run_checks(
+        ModelReader(hooked, layer),
+        dicts,
+        data.selection,
+        data.check,
+        data,
+        sae_params,
+        tok,
+        seed,
+        sae_params["downstream_units"],
+    )
     derived = {
         name: DerivedHook(
             f"mlp.{layer}", (lambda a: a) if sae is None else sae.encode, sae.d_sae if sae else hooked.d_mlp
@@ -242,7 +257,8 @@ def sae_planted(
         run_cfg = run_config(run, {**sae_params, **own})
         runs[run] = train_sae(train.acts[train.valid], run_cfg, hooked.device, desc=f"planted sae {run}")[0]
     runs[NEURONS] = None
-    found = _run_checks(PlantedReader(planted, hooked.device), runs, train, held, data, sae_params, tok)
+    reader = PlantedReader(planted, hooked.device)  # its logits are a matrix product: every unit is measured
+    found = _run_checks(reader, runs, train, held, data, sae_params, tok, seed, downstream_units=None)
     recovered = {
         run: recovery(planted.directions, runs[run].W_dec.detach()) for run in ("A", "B", "random-A", "random-B")
     }
