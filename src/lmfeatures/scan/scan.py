@@ -18,6 +18,13 @@ pass per batch updates, all as tensor operations over [units]:
     after the pass interval samples (equal-width intervals over (0, max]) and random examples are
     drawn exactly with the final max.
 The forward pass stops after the deepest requested layer.
+
+A scan can be split over jobs (scan.shards): each scans a consecutive range of whole batches
+(`scan_part`), `merge_parts` merges their statistics exactly (the top-k order, value descending then
+window ascending, is total; histograms merge to the widest power-of-two bins; moments by Chan et
+al.'s formulas) and `finish_scan` draws the samples from the whole window-max table, so the result
+is the single scan's (the moments to float rounding). That holds because a batch's statistics
+depend on no earlier batch but through the histogram's bin widths, whose merges are exact.
 """
 
 from __future__ import annotations
