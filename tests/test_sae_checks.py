@@ -537,6 +537,12 @@ def test_the_downstream_check_on_a_sample_of_units_equals_the_full_check_there()
     rates = pass_rates({("m", "A"): sub}, "m").iloc[0]
     expected = sub.loc[sub["live"] & sub["downstream_sampled"], "pass_downstream"].mean()
     assert rates["downstream"] == pytest.approx(expected) and rates["live"] == sub["live"].sum()
+    # the planted rows: one chosen unit per class (measured whatever the sample), a class without one fails
+    from lmfeatures.report.sae import planted_rates
+
+    classes = [*sub.loc[measured & ~sub["downstream_sampled"], "best_proxy"].dropna().unique()[:2], "absent"]
+    planted = planted_rates({"A": sub}, {"planted_classes": classes, "recovery": {}}).iloc[0]
+    assert planted["classes"] == len(classes) and planted["downstream_n"] <= len(classes) - 1
     # each class's best unit is measured whatever the sample: the ones the report shows for a class
     live = torch.tensor([True, True, True, False, True])
     best = torch.tensor([0, 0, 1, 1, -1])

@@ -93,9 +93,9 @@ def planted_features(table: pd.DataFrame, planted_classes: list[str]) -> pd.Data
     of NaN / False where no unit has it)."""
     live = table[table["live"]].sort_values("selection_f1", ascending=False)
     first = live.drop_duplicates("best_proxy").set_index("best_proxy")
-    return first.reindex(planted_classes).assign(
-        **{f"pass_{c}": lambda f, c=c: f[f"pass_{c}"].fillna(False).astype(bool) for c in CHECKS}
-    )
+    # the chosen units' downstream check is always measured (sae.downstream_units): no sample to restrict to
+    chosen = first.reindex(planted_classes).drop(columns="downstream_sampled", errors="ignore")
+    return chosen.assign(**{f"pass_{c}": lambda f, c=c: f[f"pass_{c}"].fillna(False).astype(bool) for c in CHECKS})
 
 
 def planted_rates(tables: dict[str, pd.DataFrame], summary: dict) -> pd.DataFrame:

@@ -143,11 +143,10 @@ def _check_data(tok, corpus, params: dict, context_length: int, seed: int, vocab
     return _CheckData(selection, heldout, check, names, predicted, next_counts)
 
 
-def _run_checks(
-    reader, dicts, selection, check, data: _CheckData, params: dict, tok, seed: int, downstream_units: int | None
-):
-    """check_dictionaries with the config's thresholds; selection / check: data's windows, or the
-    planted ones built on them."""
+def _run_checks(reader, dicts, selection, check, data: _CheckData, params: dict, tok, seed: int, shown_classes):
+    """check_dictionaries with the config's thresholds and downstream sample; selection / check: data's
+    windows, or the planted ones built on them; shown_classes: the classes whose best units the
+    report shows (their downstream check is measured whatever the sample)."""
     thresholds = CheckThresholds(**params["thresholds"])
     vocab_text = lambda t: token_text(tok, [t])  # noqa: E731
     return check_dictionaries(
@@ -160,9 +159,9 @@ def _run_checks(
         thresholds,
         params["ablation_windows"],
         vocab_text,
-        downstream_units=downstream_units,
+        downstream_units=params["downstream_units"],
         seed=seed,
-        shown_classes=range(len(params["proxies"])),  # the hand classes, whose best features the report shows
+        shown_classes=shown_classes,
     )
 
 
@@ -206,7 +205,7 @@ def sae_checks(
         sae_params,
         tok,
         seed,
-        sae_params["downstream_units"],
+        shown_classes=range(len(sae_params["proxies"])),  # the hand classes: the report's feature table
     )
     derived = {
         name: DerivedHook(
@@ -257,8 +256,8 @@ def sae_planted(
         run_cfg = run_config(run, {**sae_params, **own})
         runs[run] = train_sae(train.acts[train.valid], run_cfg, hooked.device, desc=f"planted sae {run}")[0]
     runs[NEURONS] = None
-    reader = PlantedReader(planted, hooked.device)  # its logits are a matrix product: every unit is measured
-    found = _run_checks(reader, runs, train, held, data, sae_params, tok, seed, downstream_units=None)
+    reader = PlantedReader(planted, hooked.device)
+    found = _run_checks(reader, runs, train, held, data, sae_params, tok, seed, shown_classes=planted.classes.tolist())
     recovered = {
         run: recovery(planted.directions, runs[run].W_dec.detach()) for run in ("A", "B", "random-A", "random-B")
     }
