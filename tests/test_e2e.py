@@ -14,7 +14,15 @@ import pytest
 from workflow_runs import REPO, differing_outputs, snakemake, snakemake_command
 
 # the rules that only present results: an edit to lmfeatures/report/ may rerun these and nothing else
-SUMMARIES = {"model_summary", "scan_summary", "epo_summary", "prune_summary", "alignment_summary", "sae_summary"}
+SUMMARIES = {
+    "model_summary",
+    "scan_summary",
+    "epo_summary",
+    "prune_summary",
+    "alignment_summary",
+    "sae_summary",
+    "job_summary",
+}
 PRESENTATION_JOBS = SUMMARIES | {"neuron_pages", "sae_pages", "report", "all"}
 
 pytestmark = pytest.mark.e2e
@@ -104,6 +112,7 @@ def test_code_change_reruns_the_rules_that_run_it(run, tmp_path):
     assert jobs_after_changing("epo/frontier.py") == {
         *("epo_run", "epo_baseline", "epo_fluency", "epo_compare"),
         *("epo_summary", "prune_summary", "neuron_pages", "report", "all"),
+        "job_summary",  # the appendix of job times reads every finished job's benchmark
     }
     # imported by every stage that loads a model (EPO's runs are planned once the selection has rerun)
     assert {"train_model", "scan", "select_neurons", "neuron_pages"} <= jobs_after_changing("lm/hooks.py")
