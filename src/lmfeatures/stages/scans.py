@@ -3,6 +3,7 @@ every later stage reads."""
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -50,18 +51,22 @@ def _windows(model_dir: str, corpus_dir: str, cfg: ScanConfig, config: dict, dev
     return HookedModel(lm), windows, list(heldout["doc_id"])
 
 
+@contextlib.contextmanager
+def _tables_beside(out_dir: str):
+    """allocate(hook, shape) -> a window-max table memory-mapped in a scratch folder beside out_dir
+    (RAM stays bounded on large corpora), removed when the block ends."""
+    Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".scan-tables-", dir=Path(out_dir).parent) as tables:
+        yield lambda hook, shape: window_max_memmap(tables, hook, shape)
+
+
 def scan(
     *, model_dir: str, corpus_dir: str, out_dir: str, model: str, scan: dict, config: dict, seed: int, device: str
 ) -> None:
     """Tokenize the held-out split with the model's own tokenizer, scan every layer, write atomically."""
     cfg = ScanConfig(**scan, seed=seed)
     hooked, windows, doc_ids = _windows(model_dir, corpus_dir, cfg, config, device)
-    Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".scan-tables-", dir=Path(out_dir).parent) as tables:
-
-        def on_disk(hook: str, shape: tuple[int, int]):
-            return window_max_memmap(tables, hook, shape)
-
+    with _tables_beside(out_dir) as on_disk:
         result, window_max = run_scan(hooked, windows, cfg, on_disk, desc=f"scan {model}")
         write_scan(out_dir, result, windows, scan_meta(model, model_dir, hooked, cfg, windows, doc_ids), window_max)
     write_provenance(out_dir, config, seed, model=model, n_tokens=int(result["n_tokens"]))
@@ -91,12 +96,7 @@ def scan_shard(
             f"whole batches, and its held-out split makes {n_batches} batches of {cfg.batch_size} windows); "
             f"use at most {n_batches} shards"
         )
-    Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".scan-tables-", dir=Path(out_dir).parent) as tables:
-
-        def on_disk(hook: str, shape: tuple[int, int]):
-            return window_max_memmap(tables, hook, shape)
-
+    with _tables_beside(out_dir) as on_disk:
         desc = f"scan {model} shard {shard}/{shards}"
         part, window_max = scan_part(hooked, windows, cfg, on_disk, desc=desc, rows=(start, stop))
         mine = Windows(*(t[start:stop] for t in (windows.doc, windows.start, windows.valid_from, windows.ids)), 0)
@@ -115,11 +115,10 @@ def scan_merge(*, shard_dirs: list[str], out_dir: str, model: str, scan: dict, c
         *(torch.cat([getattr(w, f) for _, w, _ in loaded]) for f in ("doc", "start", "valid_from", "ids")),
         skipped_short_docs=meta["skipped_short_docs"],
     )
-    Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".scan-tables-", dir=Path(out_dir).parent) as tables:
+    with _tables_beside(out_dir) as on_disk:
         window_max = {}
         for hook in meta["hooks"]:
-            window_max[hook] = table = window_max_memmap(tables, hook, (part.stop, len(part.state[hook]["max"])))
+            window_max[hook] = table = on_disk(hook, (part.stop, len(part.state[hook]["max"])))
             for d, (p, _, _) in zip(shard_dirs, loaded):
                 table[p.start : p.stop] = part_window_max(d, hook)
         result = finish_scan(part, window_max, cfg)
